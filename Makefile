@@ -1,0 +1,79 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+# Everything they need (venv, Debian packages, the outer dockerd) is set up here.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+VENV_STAMP  := $(VENV)/.installed-$(shell sha256sum requirements-dev.txt | cut -c1-12)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+COLLECTIONS := $(CURDIR)/.build/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/u7s/cluster
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+TESTBED     := testbed/testbed.sh
+TESTBED_INVENTORY := inventories/testbed/hosts.yml
+
+.PHONY: help
+help:
+	@echo "make demo      test bed up (2 hosts) + playbooks/site.yml"
+	@echo "make test      unit tests, lint, sanity, collection build, test-bed integration"
+	@echo "make testbed-up / testbed-down   the local hosts only"
+
+$(VENV_STAMP): requirements-dev.txt
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) $(COLLECTION_LINK)
+
+# Ansible finds this checkout as u7s.cluster through a link.
+$(COLLECTION_LINK):
+	mkdir -p $(dir $@)
+	ln -sfn $(CURDIR) $@
+
+.PHONY: deps
+deps:
+	$(TESTBED) deps
+
+.PHONY: testbed-up
+testbed-up: deps
+	$(TESTBED) image
+	$(TESTBED) up
+
+.PHONY: testbed-down
+testbed-down:
+	$(TESTBED) down
+
+.PHONY: demo
+demo: venv testbed-up
+	ansible-playbook -i $(TESTBED_INVENTORY) playbooks/site.yml
+	ansible -i $(TESTBED_INVENTORY) u7s_cluster --become --become-user u7s \
+	  -m ansible.builtin.shell -a 'DOCKER_HOST=unix:///run/user/$$(id -u)/docker.sock docker info --format "{{.Name}}: {{.ServerVersion}} {{.SecurityOptions}}"'
+
+.PHONY: units
+units: venv
+	pytest -q tests/unit
+
+.PHONY: lint
+lint: venv
+	ansible-lint --profile production
+
+.PHONY: sanity
+sanity: venv
+	tests/run-sanity.sh
+
+.PHONY: build
+build: venv
+	tests/check-build.sh
+
+.PHONY: integration
+integration: venv deps
+	$(TESTBED) image
+	pytest -q tests/integration
+	cd molecule/.. && molecule test --scenario-name default
+
+.PHONY: test
+test: units lint sanity build integration
