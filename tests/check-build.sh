@@ -28,4 +28,4 @@ fi
 filters=$(list_plugins filter)
 for plugin in $modules; do ansible-doc -t module "$plugin" > /dev/null; done
 for plugin in $filters; do ansible-doc -t filter "$plugin" > /dev/null; done
-echo "installed from $tarball; docs render for:" $modules $filters
+echo "installed from $tarball; docs render for:" "$modules" "$filters"

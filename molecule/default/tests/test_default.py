@@ -31,7 +31,7 @@ def test_one_subordinate_range_without_overlap(host, path):
     uid = str(host.user(USER).uid)
     mine = [r for r in ranges if r[0] in (USER, uid)]
     assert len(mine) == 1, ranges
-    _, start, count = mine[0]
+    start, count = mine[0][1:]
     assert count >= 65536
     for name, other_start, other_count in ranges:
         if (name, other_start, other_count) == mine[0]:

@@ -1,0 +1,261 @@
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+"""Preflight decisions on recorded host facts (fixtures/preflight/*.json).
+
+debian12_hybrid_recorded.json was recorded on the CI machine with the
+preflight_facts module plus the setup facts; the others follow what those
+releases report (their sysctls, cgroup layouts and subuid files).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import typing as t
+
+import pytest
+
+from ansible_collections.u7s.cluster.plugins.module_utils.preflight import (
+    is_supported_os,
+    merge_options,
+    needs_apparmor_userns_profile,
+    preflight_problems,
+)
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "preflight")
+
+
+def load(name: str) -> dict[str, t.Any]:
+    with open(os.path.join(FIXTURES, name + ".json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def only(problems: list[str], needle: str) -> str:
+    """The single problem that mentions needle."""
+    matching = [problem for problem in problems if needle in problem]
+    assert len(matching) == 1, problems
+    return matching[0]
+
+
+def test_every_problem_carries_a_fix() -> None:
+    for name in sorted(os.listdir(FIXTURES)):
+        facts = load(name[: -len(".json")])
+        for problem in preflight_problems(facts):
+            assert "Fix: " in problem, problem
+
+
+class TestDebian13:
+    def test_cgroup_v2_host_passes(self) -> None:
+        assert preflight_problems(load("debian13_cgroup_v2")) == []
+
+    def test_no_apparmor_profile_needed(self) -> None:
+        assert needs_apparmor_userns_profile(load("debian13_cgroup_v2")) is False
+
+
+class TestUbuntu2404:
+    def test_apparmor_restriction_is_not_a_problem(self) -> None:
+        assert preflight_problems(load("ubuntu2404_apparmor_restricted")) == []
+
+    def test_needs_apparmor_profile(self) -> None:
+        assert needs_apparmor_userns_profile(load("ubuntu2404_apparmor_restricted")) is True
+
+    def test_apparmor_sysctl_absent_or_zero(self) -> None:
+        facts = load("ubuntu2404_apparmor_restricted")
+        facts["sysctl"]["kernel.apparmor_restrict_unprivileged_userns"] = 0
+        assert needs_apparmor_userns_profile(facts) is False
+        facts["sysctl"]["kernel.apparmor_restrict_unprivileged_userns"] = None
+        assert needs_apparmor_userns_profile(facts) is False
+        assert needs_apparmor_userns_profile({}) is False
+
+
+class TestUserNamespaces:
+    def test_max_user_namespaces_zero(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["sysctl"]["user.max_user_namespaces"] = 0
+        problem = only(preflight_problems(facts), "user.max_user_namespaces")
+        assert "disabled" in problem
+        assert "Fix: sysctl -w user.max_user_namespaces=28633" in problem
+
+    def test_unprivileged_userns_clone_zero(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["sysctl"]["kernel.unprivileged_userns_clone"] = 0
+        problems = preflight_problems(facts)
+        assert len(problems) == 1
+        assert "Fix: sysctl -w kernel.unprivileged_userns_clone=1" in problems[0]
+
+    def test_sysctls_recorded_as_strings_count_too(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["sysctl"]["kernel.unprivileged_userns_clone"] = "0"
+        assert len(preflight_problems(facts)) == 1
+
+    def test_absent_sysctl_is_unknown_not_a_problem(self) -> None:
+        facts = load("rocky9_no_user_yet")
+        assert facts["sysctl"]["kernel.unprivileged_userns_clone"] is None
+        assert preflight_problems(facts, {"create_user": True}) == []
+
+
+class TestCgroup:
+    def test_v1_refused(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["cgroup"] = {"version": "v1", "controllers": [], "v1_controllers": ["cpu", "memory"], "mountpoint": None}
+        problem = only(preflight_problems(facts), "cgroup v1")
+        assert "systemd.unified_cgroup_hierarchy=1" in problem
+
+    def test_v1_allowed(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["cgroup"] = {"version": "v1", "controllers": [], "v1_controllers": ["cpu", "memory"], "mountpoint": None}
+        assert preflight_problems(facts, {"allow_cgroup_v1": True}) == []
+
+    def test_hybrid_refused_unless_allowed(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["cgroup"] = load("debian11_hybrid")["cgroup"]
+        assert "hybrid" in only(preflight_problems(facts), "cgroup")
+        assert preflight_problems(facts, {"allow_cgroup_v1": True}) == []
+
+    def test_recorded_ci_machine_is_hybrid(self) -> None:
+        facts = load("debian12_hybrid_recorded")
+        problems = preflight_problems(facts)
+        assert len(problems) == 1
+        assert problems[0].startswith("The host uses a hybrid cgroup v1/v2 layout")
+        assert preflight_problems(facts, {"allow_cgroup_v1": True}) == []
+
+    def test_missing_controllers_are_named(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["cgroup"]["controllers"] = ["cpu", "memory", "pids"]
+        problem = only(preflight_problems(facts), "controllers")
+        assert "cpuset, io are missing from /sys/fs/cgroup/cgroup.controllers" in problem
+
+    def test_missing_controllers_not_excused_by_allow_cgroup_v1(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["cgroup"]["controllers"] = []
+        problem = only(preflight_problems(facts, {"allow_cgroup_v1": True}), "controllers")
+        assert "cpu, cpuset, io, memory, pids" in problem
+
+    def test_required_controllers_option(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["cgroup"]["controllers"] = ["cpu", "memory"]
+        assert preflight_problems(facts, {"required_controllers": ["cpu", "memory"]}) == []
+
+
+class TestOperatingSystem:
+    def test_centos7_unsupported_with_everything_else_wrong(self) -> None:
+        problems = preflight_problems(load("centos7_cgroup_v1"))
+        assert "CentOS 7.9" in only(problems, "Unsupported operating system")
+        only(problems, "user.max_user_namespaces = 0")
+        only(problems, "cgroup v1")
+        assert len(problems) == 3
+
+    def test_debian11_unsupported_hybrid_and_userns_clone(self) -> None:
+        problems = preflight_problems(load("debian11_hybrid"))
+        assert "Debian 11.11" in only(problems, "Unsupported operating system")
+        only(problems, "kernel.unprivileged_userns_clone = 0")
+        only(problems, "hybrid")
+        assert len(problems) == 3
+
+    def test_allow_unsupported_os(self) -> None:
+        problems = preflight_problems(load("debian11_hybrid"), {"allow_unsupported_os": True})
+        assert not [problem for problem in problems if "Unsupported" in problem]
+
+    @pytest.mark.parametrize(
+        "distribution, major, version, supported",
+        [
+            ("Debian", "12", "12.12", True),
+            ("Debian", "13", "13.1", True),
+            ("Debian", "11", "11.11", False),
+            ("Debian", "14", "14.0", False),
+            ("Ubuntu", "22", "22.04", True),
+            ("Ubuntu", "24", "24.04", True),
+            ("Ubuntu", "26", "26.04", True),
+            ("Ubuntu", "20", "20.04", False),
+            ("Ubuntu", "23", "23.10", False),
+            ("Ubuntu", "24", "24.10", False),
+            ("Ubuntu", "25", "25.04", False),
+            ("RedHat", "9", "9.6", True),
+            ("Rocky", "9", "9.6", True),
+            ("AlmaLinux", "9", "9.6", True),
+            ("CentOS", "9", "9", True),
+            ("CentOS", "7", "7.9.2009", False),
+            ("RedHat", "8", "8.10", False),
+            ("Fedora", "42", "42", False),
+            ("OracleLinux", "9", "9.6", False),
+            ("", "", "", False),
+        ],
+    )
+    def test_support_matrix(self, distribution: str, major: str, version: str, supported: bool) -> None:
+        facts = {
+            "distribution": distribution,
+            "distribution_major_version": major,
+            "distribution_version": version,
+        }
+        assert is_supported_os(facts) is supported
+
+    def test_without_distribution_facts_os_is_not_judged(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        for key in ("distribution", "distribution_major_version", "distribution_version", "os_family"):
+            del facts[key]
+        assert preflight_problems(facts) == []
+
+
+class TestUser:
+    def test_missing_user_is_a_problem(self) -> None:
+        problem = only(preflight_problems(load("rocky9_no_user_yet")), "does not exist")
+        assert "'u7s'" in problem and "create_user" in problem
+
+    def test_missing_user_is_fine_when_the_role_creates_it(self) -> None:
+        assert preflight_problems(load("rocky9_no_user_yet"), {"create_user": True}) == []
+
+    def test_root_is_refused(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["user"].update(name="root", uid=0)
+        only(preflight_problems(facts), "is root")
+
+
+class TestSubid:
+    def test_overlap_with_another_user(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["subuid"][1]["start"] = 150000
+        problem = only(preflight_problems(facts), "overlaps")
+        assert problem.startswith("/etc/subuid:")
+        assert "line 2 'u7s:150000:65536'" in problem
+        assert "line 1 'debian:100000:65536'" in problem
+
+    def test_several_ranges_by_name_and_uid(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["subgid"].append({"owner": "1001", "start": 300000, "count": 65536, "line": 3})
+        problem = only(preflight_problems(facts), "entries")
+        assert problem.startswith("/etc/subgid: user 'u7s' has 2 entries")
+
+    def test_range_smaller_than_required(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        problems = preflight_problems(facts, {"subid_count": 131072})
+        assert len(problems) == 2  # subuid and subgid
+        assert all("only 65536" in problem and "131072" in problem for problem in problems)
+
+    def test_missing_range_is_fine_when_managed(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["subuid"] = facts["subuid"][:1]
+        assert preflight_problems(facts) == []
+        problem = only(preflight_problems(facts, {"manage_subid": False}), "no subordinate ID range")
+        assert "usermod --add-subuids" in problem
+
+    def test_user_missing_and_range_recorded_by_name(self) -> None:
+        facts = load("rocky9_no_user_yet")
+        facts["subuid"].append({"owner": "u7s", "start": 100000, "count": 65536, "line": 2})
+        problem = only(preflight_problems(facts, {"create_user": True}), "overlaps")
+        assert "rocky" in problem
+
+
+def test_options_none_values_mean_defaults() -> None:
+    merged = merge_options({"allow_cgroup_v1": None, "subid_count": 70000})
+    assert merged["allow_cgroup_v1"] is False
+    assert merged["subid_count"] == 70000
+    assert merged["required_controllers"] == ["cpu", "cpuset", "io", "memory", "pids"]
+
+
+def test_facts_are_not_modified() -> None:
+    facts = load("centos7_cgroup_v1")
+    before = copy.deepcopy(facts)
+    preflight_problems(facts, {"create_user": True})
+    assert facts == before
