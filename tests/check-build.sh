@@ -11,8 +11,8 @@ mkdir -p "$out" "$install_dir"
 ansible-galaxy collection build --force --output-path "$out" .
 tarball=$(ls "$out"/u7s-cluster-*.tar.gz)
 # Galaxy is out of reach here: the dependencies come from the ansible package.
-ansible-galaxy collection install --no-deps -p "$install_dir" "$tarball"
 export ANSIBLE_COLLECTIONS_PATH="$PWD/$install_dir"
+ansible-galaxy collection install --force --no-deps -p "$install_dir" "$tarball"
 
 list_plugins() {  # kind -> one FQCN a line
   ansible-doc -t "$1" --list u7s.cluster --json |

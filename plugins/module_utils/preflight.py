@@ -198,7 +198,7 @@ def _user_problems(facts: t.Mapping[str, t.Any], options: t.Mapping[str, t.Any])
             return []
         return [
             "Cluster user %r does not exist. Fix: create it (useradd --create-home %s) "
-            "or set create_user so the role creates it." % (name, name)
+            "or set host_prereqs_user_create: true so the role creates it." % (name, name)
         ]
     if _as_int(user.get("uid")) == 0:
         return [

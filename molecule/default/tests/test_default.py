@@ -83,10 +83,11 @@ def test_docker_host_known_to_login_shells(host):
 
 
 def _other_host(host):
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    names = sorted(testinfra.get_hosts(["all"], ansible_inventory=inventory), key=lambda h: h.backend.host)
-    me = host.backend.host
-    return next(h for h in names if h.backend.host != me)
+    """The other test-bed host, reached through the same inventory."""
+    variables = host.ansible.get_variables()
+    me = variables["inventory_hostname"]
+    other = next(name for name in sorted(variables["groups"]["u7s_cluster"]) if name != me)
+    return testinfra.get_host(f"ansible://{other}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def test_published_port_reachable_from_the_other_host(host):

@@ -201,7 +201,7 @@ class TestOperatingSystem:
 class TestUser:
     def test_missing_user_is_a_problem(self) -> None:
         problem = only(preflight_problems(load("rocky9_no_user_yet")), "does not exist")
-        assert "'u7s'" in problem and "create_user" in problem
+        assert "'u7s'" in problem and "host_prereqs_user_create: true" in problem
 
     def test_missing_user_is_fine_when_the_role_creates_it(self) -> None:
         assert preflight_problems(load("rocky9_no_user_yet"), {"create_user": True}) == []
