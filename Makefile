@@ -73,7 +73,8 @@ build: venv
 integration: venv deps
 	$(TESTBED) image
 	pytest -q tests/integration
-	cd molecule/.. && molecule test --scenario-name default
+	molecule test --scenario-name default
+	molecule test --scenario-name podman
 
 .PHONY: test
 test: units lint sanity build integration

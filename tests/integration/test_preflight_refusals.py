@@ -56,3 +56,19 @@ def test_overlapping_subuid_range_is_refused_before_any_change(testbed_host, run
     assert f"Preflight failed on {testbed_host.name}" in result.stdout
     assert "/etc/subuid" in result.stdout and "other" in result.stdout
     assert fingerprint(testbed_host) == before
+
+
+def test_nerdctl_is_refused_before_any_change(testbed_host, run_playbook):
+    before = fingerprint(testbed_host)
+    result = run_playbook({"u7s_engine": "nerdctl"})
+    assert result.returncode != 0
+    assert "u7s_engine=nerdctl is not supported yet" in result.stdout
+    assert fingerprint(testbed_host) == before
+
+
+def test_unknown_engine_is_refused_by_the_argument_spec(testbed_host, run_playbook):
+    before = fingerprint(testbed_host)
+    result = run_playbook({"u7s_engine": "lxc"})
+    assert result.returncode != 0
+    assert "rootless_runtime_engine" in result.stdout and "lxc" in result.stdout
+    assert fingerprint(testbed_host) == before

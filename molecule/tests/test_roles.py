@@ -1,0 +1,113 @@
+"""What host_prereqs and rootless_runtime leave on every test-bed host."""
+
+from __future__ import annotations
+
+import pytest
+
+PUBLISHED_PORT = 18080
+
+
+def subid_ranges(host, path: str) -> list[tuple[str, int, int]]:
+    lines = host.file(path).content_string.splitlines()
+    entries = [line.split(":") for line in lines if line and not line.startswith("#")]
+    return [(name, int(start), int(count)) for name, start, count in entries]
+
+
+@pytest.mark.parametrize("path", ["/etc/subuid", "/etc/subgid"])
+def test_one_subordinate_range_without_overlap(host, cluster_user, path):
+    ranges = subid_ranges(host, path)
+    uid = str(host.user(cluster_user).uid)
+    mine = [r for r in ranges if r[0] in (cluster_user, uid)]
+    assert len(mine) == 1, ranges
+    start, count = mine[0][1:]
+    assert count >= 65536
+    for entry in ranges:
+        if entry == mine[0]:
+            continue
+        other_start, other_count = entry[1:]
+        assert start + count <= other_start or other_start + other_count <= start, (mine, entry)
+
+
+def test_cgroup_delegation_drop_in(host):
+    conf = host.file("/etc/systemd/system/user@.service.d/delegate.conf")
+    assert conf.user == "root"
+    assert "Delegate=cpu cpuset io memory pids" in conf.content_string
+
+
+def test_linger(host, cluster_user):
+    assert host.file(f"/var/lib/systemd/linger/{cluster_user}").exists
+    assert host.run(f"loginctl show-user {cluster_user} --property=Linger").stdout.strip() == "Linger=yes"
+
+
+def test_sysctl_persisted_and_applied(host):
+    persisted = host.file("/etc/sysctl.d/99-u7s.conf").content_string.replace(" ", "")
+    assert "net.ipv4.conf.default.rp_filter=2" in persisted
+    assert host.sysctl("net.ipv4.conf.default.rp_filter") == 2
+
+
+def test_modules_load_file(host):
+    listed = host.file("/etc/modules-load.d/u7s.conf").content_string.split()
+    for module in ("br_netfilter", "vxlan", "ip_tables", "iptable_nat", "nf_tables", "xt_MASQUERADE"):
+        assert module in listed
+
+
+def test_rootful_docker_not_running(host):
+    assert not host.service("docker.service").is_running
+    # Disabled by rootless_runtime, or never installed (Podman).
+    state = host.run("systemctl is-enabled docker.service").stdout.strip()
+    assert state in ("disabled", "not-found"), state
+
+
+def test_docker_runs_rootless_as_the_user(host, engine, as_user, cluster_user):
+    if engine != "docker":
+        pytest.skip("this scenario runs Podman")
+    active = as_user("systemctl --user is-active docker.service")
+    assert active.stdout.strip() == "active", active.stderr
+    owners = host.check_output("ps -o user= -C dockerd").split()
+    assert owners and set(owners) == {cluster_user}
+    options = as_user("docker info --format '{{json .SecurityOptions}}'")
+    assert options.rc == 0, options.stderr
+    assert "name=rootless" in options.stdout
+
+
+def test_docker_host_known_to_login_shells(host, engine, cluster_user):
+    if engine != "docker":
+        pytest.skip("this scenario runs Podman")
+    uid = host.user(cluster_user).uid
+    out = host.check_output(f"sudo -iu {cluster_user} sh -c 'echo $DOCKER_HOST'")
+    assert out.strip() == f"unix:///run/user/{uid}/docker.sock"
+
+
+def test_podman_runs_rootless_with_slirp4netns(host, engine, as_user):
+    if engine != "podman":
+        pytest.skip("this scenario runs Docker")
+    info = as_user("podman info --format '{{.Host.Security.Rootless}} {{.Host.RootlessNetworkCmd}}'")
+    assert info.rc == 0, info.stderr
+    assert info.stdout.split() == ["true", "slirp4netns"]
+    enabled = as_user("systemctl --user is-enabled podman-restart.service")
+    assert enabled.stdout.strip() == "enabled", enabled.stderr
+    assert not host.package("docker.io").is_installed
+
+
+def test_published_port_reachable_from_the_other_host(host, engine, as_user, hostvars, other_host):
+    # An image imported offline from busybox, run by the user's rootless engine.
+    started = as_user(
+        "set -e; d=$(mktemp -d); mkdir -p $d/bin $d/www; cp /bin/busybox $d/bin/;"
+        " for a in sh httpd; do ln -s busybox $d/bin/$a; done;"
+        " hostname > $d/www/index.html;"
+        f" tar -C $d -c . | {engine} import - localhost/u7s-test-busybox:local >/dev/null; rm -rf $d;"
+        f" {engine} rm -f u7s-test-http >/dev/null 2>&1 || true;"
+        f" {engine} run -d --name u7s-test-http -p {PUBLISHED_PORT}:8080 localhost/u7s-test-busybox:local"
+        " httpd -f -p 8080 -h /www",
+    )
+    assert started.rc == 0, started.stderr
+    try:
+        url = f"http://{hostvars['ansible_host']}:{PUBLISHED_PORT}/"
+        fetched = other_host.run(
+            "python3 -c 'import sys, urllib.request; "
+            f"print(urllib.request.urlopen(\"{url}\", timeout=10).read().decode())'"
+        )
+        assert fetched.rc == 0, fetched.stderr
+        assert fetched.stdout.strip() == host.check_output("hostname")
+    finally:
+        as_user(f"{engine} rm -f u7s-test-http")
