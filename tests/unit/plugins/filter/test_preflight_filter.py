@@ -54,3 +54,13 @@ def test_non_dict_facts_are_a_filter_error(bad: t.Any) -> None:
 def test_non_dict_options_are_a_filter_error() -> None:
     with pytest.raises(AnsibleFilterError, match="expects the options to be a dictionary"):
         preflight_problems({}, ["create_user"])
+
+
+def test_normalize_image_id_filter():
+    from ansible_collections.u7s.cluster.plugins.filter.image import FilterModule
+
+    normalize = FilterModule().filters()["normalize_image_id"]
+    assert normalize("ab" * 32) == "sha256:" + "ab" * 32
+    assert normalize("sha256:" + "ab" * 32) == "sha256:" + "ab" * 32
+    with pytest.raises(AnsibleFilterError):
+        normalize("")
