@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from apiserver.fixture import kube_api  # noqa: F401  (a real kube-apiserver, tests/integration/apiserver)
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "testbed" / "testbed.sh"
