@@ -37,6 +37,15 @@ $(COLLECTION_LINK):
 .PHONY: deps
 deps:
 	$(TESTBED) deps
+	@missing=$$(for p in jq zstd gcc libc6-dev; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+# The offline Kubernetes bundle and the images built from it (cached by pins;
+# ../shared/artifacts/ is used when it holds a matching bundle).
+.PHONY: artifacts
+artifacts: deps
+	artifacts/bundle.sh build
+	artifacts/images.sh build
 
 .PHONY: testbed-up
 testbed-up: deps
@@ -48,7 +57,7 @@ testbed-down:
 	$(TESTBED) down
 
 .PHONY: demo
-demo: venv testbed-up
+demo: venv artifacts testbed-up
 	ansible-playbook -i $(TESTBED_INVENTORY) playbooks/site.yml
 	ansible -i $(TESTBED_INVENTORY) u7s_cluster --become --become-user u7s \
 	  -m ansible.builtin.shell -a 'DOCKER_HOST=unix:///run/user/$$(id -u)/docker.sock docker info --format "{{.Name}}: {{.ServerVersion}} {{.SecurityOptions}}"'
@@ -70,7 +79,7 @@ build: venv
 	tests/check-build.sh
 
 .PHONY: integration
-integration: venv deps
+integration: venv deps artifacts
 	$(TESTBED) image
 	pytest -q tests/integration
 	molecule test --scenario-name default

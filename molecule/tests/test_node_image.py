@@ -1,0 +1,76 @@
+"""The node image node_image loads into every host's rootless engine, and a node container from it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+
+import pytest
+
+NODE_IMAGE = "localhost/u7s/node"
+CONTAINER = "u7s-test-node"
+BOOT_TIMEOUT = 240
+
+
+@pytest.fixture
+def node_ref(as_user, engine) -> str:
+    listed = as_user(f"{engine} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {NODE_IMAGE}")
+    assert listed.rc == 0, listed.stderr
+    refs = sorted(set(listed.stdout.split()))
+    assert len(refs) == 1, refs
+    return refs[0]
+
+
+def test_node_image_tag_follows_its_kubernetes_version(as_user, engine, node_ref):
+    label = as_user(
+        f"{engine} image inspect --format '{{{{index .Config.Labels \"io.u7s.kubernetes-version\"}}}}' {node_ref}"
+    )
+    assert label.rc == 0, label.stderr
+    assert node_ref == f"{NODE_IMAGE}:{label.stdout.strip()}"
+
+
+def test_no_archive_left_on_the_host(host, cluster_user):
+    home = host.user(cluster_user).home
+    assert not host.file(f"{home}/.cache/u7s/node-image.tar").exists
+
+
+@pytest.fixture
+def node_container(as_user, engine, node_ref, hostvars):
+    """A node container as the node role will run it (privileged in the user namespace)."""
+    flags = ["--privileged", "--tmpfs", "/run", "--tmpfs", "/tmp", "-v", "/lib/modules:/lib/modules:ro",
+             "-v", f"{CONTAINER}-var:/var", "-e", f"HOST_IP={hostvars['ansible_host']}"]
+    if engine == "podman":
+        # Podman's systemd mode cannot create its cgroups on cgroup v1 hosts.
+        flags += ["--systemd=false", "--cgroupns=private", "--stop-signal=SIGRTMIN+3"]
+    as_user(f"{engine} rm -f {CONTAINER}; {engine} volume rm -f {CONTAINER}-var")
+    started = as_user(f"{engine} run -d --name {CONTAINER} {shlex.join(flags)} {node_ref}")
+    assert started.rc == 0, started.stderr
+    yield lambda command: as_user(f"{engine} exec {CONTAINER} sh -c {shlex.quote(command)}")
+    as_user(f"{engine} rm -f {CONTAINER}; {engine} volume rm -f {CONTAINER}-var")
+
+
+def test_node_container_boots_with_every_kubeadm_image(node_container):
+    wanted = node_container("kubeadm config images list --kubernetes-version \"$(cat /kind/version)\"")
+    assert wanted.rc == 0, wanted.stderr
+    wanted_images = set(wanted.stdout.split())
+    assert len(wanted_images) >= 7, wanted_images
+
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    present: set[str] = set()
+    containerd = ""
+    while time.monotonic() < deadline:
+        containerd = node_container("systemctl is-active containerd").stdout.strip()
+        listed = node_container("crictl images -o json")
+        if containerd == "active" and listed.rc == 0:
+            present = {tag for image in json.loads(listed.stdout)["images"] for tag in image.get("repoTags") or []}
+            if wanted_images <= present:
+                break
+        time.sleep(3)
+    state = node_container("systemctl is-system-running; systemctl --failed --no-legend")
+    assert containerd == "active", state.stdout
+    assert wanted_images <= present, (sorted(wanted_images - present), state.stdout)
+    # The wrapper entrypoint gave the kubelet its Usernetes flags.
+    kubelet_args = node_container("cat /etc/default/kubelet").stdout
+    assert "--cloud-provider=external" in kubelet_args
+    assert "--node-labels=usernetes/host-ip=" in kubelet_args

@@ -1,0 +1,119 @@
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+"""node_image's pins and the Dockerfile its build mode renders (the real base cannot be pulled here)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.errors import AnsibleError
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
+
+REPO = Path(__file__).resolve().parents[3]
+ROLE = REPO / "roles" / "node_image"
+
+
+def versions_env() -> dict[str, str]:
+    """artifacts/versions.env, as the shell sees it."""
+    out = subprocess.run(
+        ["bash", "-c", f"set -a; source {shlex.quote(str(REPO / 'artifacts/versions.env'))}; env -0"],
+        capture_output=True, check=True,
+    ).stdout.decode()
+    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
+
+
+def trusted(value):
+    """Role files are trusted templates, as ansible-playbook treats them."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, dict):
+        return {key: trusted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [trusted(item) for item in value]
+    return value
+
+
+def role_variables(architecture: str = "x86_64") -> dict:
+    variables: dict = {}
+    loader = DataLoader()
+    for path in (ROLE / "defaults/main.yml", ROLE / "vars/main.yml"):
+        variables.update(trusted(loader.load_from_file(str(path))))
+    variables["ansible_facts"] = {"architecture": architecture, "env": {"HOME": "/root"}}
+    variables["ansible_managed"] = "Managed by Ansible"
+    return variables
+
+
+def render(template: str, variables: dict) -> str:
+    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template))
+
+
+def test_test_bed_base_matches_the_offline_bundle():
+    """The test bed's offline base is built from the bundle: same version, same tag."""
+    test_bed = yaml.safe_load((REPO / "inventories/testbed/group_vars/u7s_cluster.yml").read_text())
+    version = versions_env()["K8S_VERSION"]
+    assert test_bed["node_image_kubernetes_version"] == version
+    assert test_bed["node_image_base"] == f"localhost/u7s/node-base:{version}"
+
+
+def test_kindest_base_is_pinned_by_digest_to_the_same_version():
+    base = role_variables()["node_image_kindest_base"]
+    version = role_variables()["node_image_kubernetes_version"]
+    assert re.fullmatch(rf"docker\.io/kindest/node:{re.escape(version)}@sha256:[0-9a-f]{{64}}", base)
+
+
+def test_build_dockerfile_has_pins_and_checksum_verification():
+    variables = role_variables()
+    dockerfile = render((ROLE / "templates/Dockerfile.j2").read_text(), variables)
+    assert dockerfile.splitlines()[0].startswith("# Managed by Ansible")
+    assert f"FROM {variables['node_image_kindest_base']}" in dockerfile
+    cni_version = variables["node_image_cni_plugins_version"]
+    url = f"https://github.com/containernetworking/plugins/releases/download/{cni_version}/cni-plugins-linux-amd64-{cni_version}.tgz"
+    assert f"ARG CNI_PLUGINS_URL={url}" in dockerfile
+    assert f"ARG CNI_PLUGINS_SHA256={variables['node_image_cni_plugins_sha256']['amd64']}" in dockerfile
+    # The download is checked before it is unpacked.
+    download = dockerfile.index('curl -fsSL -o /tmp/cni-plugins.tgz "${CNI_PLUGINS_URL}"')
+    check = dockerfile.index('echo "${CNI_PLUGINS_SHA256}  /tmp/cni-plugins.tgz" | sha256sum -c -')
+    unpack = dockerfile.index("tar -xzf /tmp/cni-plugins.tgz")
+    assert download < check < unpack
+    assert 'ENTRYPOINT ["/usr/local/bin/u7s-entrypoint", "/usr/local/bin/entrypoint", "/sbin/init"]' in dockerfile
+    assert f'io.u7s.kubernetes-version="{variables["node_image_kubernetes_version"]}"' in dockerfile
+
+
+def test_an_offline_base_replaces_the_kindest_base():
+    variables = role_variables()
+    variables["node_image_base"] = "localhost/u7s/node-base:v1.36.4"
+    assert "FROM localhost/u7s/node-base:v1.36.4\n" in render((ROLE / "templates/Dockerfile.j2").read_text(), variables)
+
+
+def test_architecture_without_a_pin_is_not_rendered_silently():
+    variables = role_variables("riscv64")
+    with pytest.raises(AnsibleError, match="riscv64"):
+        render((ROLE / "templates/Dockerfile.j2").read_text(), variables)
+
+
+def test_entrypoint_rewrites_kubelet_args_instead_of_appending(tmp_path):
+    """Two starts of the node leave one set of flags (upstream appends at every start)."""
+    script = (ROLE / "files/u7s-entrypoint").read_text()
+    etc = tmp_path / "etc"
+    (etc / "default").mkdir(parents=True)
+    (etc / "default/kubelet").write_text("KUBELET_EXTRA_ARGS=--runtime-cgroups=/system.slice/containerd.service\n")
+    script = script.replace("/etc/", f"{etc}/")
+    for _ in range(2):
+        subprocess.run(["sh", "-c", script, "u7s-entrypoint", "true"], env={"HOST_IP": "192.0.2.7", "PATH": "/usr/bin:/bin"}, check=True)
+    assert (etc / "default/kubelet").read_text() == (
+        "KUBELET_EXTRA_ARGS=--runtime-cgroups=/system.slice/containerd.service"
+        " --cloud-provider=external --node-labels=usernetes/host-ip=192.0.2.7\n"
+    )
+
+
+def test_entrypoint_refuses_a_missing_host_ip(tmp_path):
+    result = subprocess.run(["sh", "-c", (ROLE / "files/u7s-entrypoint").read_text(), "u7s-entrypoint", "true"],
+                            env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert result.returncode != 0 and "HOST_IP must be set" in result.stderr
