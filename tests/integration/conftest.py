@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from apiserver.fixture import kube_api  # noqa: F401  (a real kube-apiserver, tests/integration/apiserver)
+# A real etcd + kube-apiserver for every integration test module (tests/integration/apiserver).
+from apiserver.fixture import kube_api  # noqa: F401  pylint: disable=unused-import
 
 REPO = Path(__file__).resolve().parents[2]
 TESTBED = REPO / "testbed" / "testbed.sh"
