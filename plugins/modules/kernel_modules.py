@@ -95,11 +95,11 @@ unavailable:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.u7s.cluster.plugins.module_utils.files import write_atomically
 from ansible_collections.u7s.cluster.plugins.module_utils.kernel_modules import (
     ensure_modules,
     render_modules_load_file,
@@ -113,20 +113,6 @@ def read_text(path: str) -> str | None:
             return handle.read()
     except FileNotFoundError:
         return None
-
-
-def write_atomically(module: AnsibleModule, path: str, text: str) -> None:
-    """Replace path with text via a temporary file in the same directory."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except Exception:
-        os.unlink(temp_path)
-        raise
-    module.atomic_move(temp_path, path)
 
 
 def main() -> None:

@@ -122,13 +122,12 @@ subgid:
       sample: 65536
 """
 
-import os
 import pwd
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
+from ansible_collections.u7s.cluster.plugins.module_utils.files import write_atomically
 from ansible_collections.u7s.cluster.plugins.module_utils.subid import (
     DEFAULT_COUNT,
     DEFAULT_MIN_START,
@@ -154,23 +153,6 @@ def read_text(path: str) -> str:
             return handle.read()
     except FileNotFoundError:
         return ""
-
-
-def write_atomically(module: AnsibleModule, path: str, text: str) -> None:
-    """Replace path with text through a temporary file in the same directory.
-
-    atomic_move keeps the mode, owner and SELinux context of an existing file,
-    so readers never see a half-written subuid file.
-    """
-    directory = os.path.dirname(path) or "."
-    fd, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except Exception:
-        os.unlink(temp_path)
-        raise
-    module.atomic_move(temp_path, path)
 
 
 def main() -> None:
