@@ -45,7 +45,9 @@ deps:
 .PHONY: artifacts
 artifacts: deps
 	artifacts/bundle.sh build
+	artifacts/bundle.sh verify
 	artifacts/images.sh build
+	artifacts/images.sh verify
 
 .PHONY: testbed-up
 testbed-up: deps
