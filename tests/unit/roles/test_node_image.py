@@ -54,11 +54,15 @@ def render(template: str, variables: dict) -> str:
     return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template))
 
 
+def test_product_and_offline_bundle_run_the_same_kubernetes():
+    assert role_variables()["node_image_kubernetes_version"] == versions_env()["K8S_VERSION"]
+
+
 def test_test_bed_base_matches_the_offline_bundle():
     """The test bed's offline base is built from the bundle: same version, same tag."""
     test_bed = yaml.safe_load((REPO / "inventories/testbed/group_vars/u7s_cluster.yml").read_text())
     version = versions_env()["K8S_VERSION"]
-    assert test_bed["node_image_kubernetes_version"] == version
+    assert test_bed.get("node_image_kubernetes_version", role_variables()["node_image_kubernetes_version"]) == version
     assert test_bed["node_image_base"] == f"localhost/u7s/node-base:{version}"
 
 
