@@ -6,38 +6,16 @@
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 from ansible.errors import AnsibleError
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, trust_as_template
 
-REPO = Path(__file__).resolve().parents[3]
+from rendering import REPO, render, trusted, versions_env
+
 ROLE = REPO / "roles" / "node_image"
-
-
-def versions_env() -> dict[str, str]:
-    """artifacts/versions.env, as the shell sees it."""
-    out = subprocess.run(
-        ["bash", "-c", f"set -a; source {shlex.quote(str(REPO / 'artifacts/versions.env'))}; env -0"],
-        capture_output=True, check=True,
-    ).stdout.decode()
-    return dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
-
-
-def trusted(value):
-    """Role files are trusted templates, as ansible-playbook treats them."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {key: trusted(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [trusted(item) for item in value]
-    return value
 
 
 def role_variables(architecture: str = "x86_64") -> dict:
@@ -48,10 +26,6 @@ def role_variables(architecture: str = "x86_64") -> dict:
     variables["ansible_facts"] = {"architecture": architecture, "env": {"HOME": "/root"}}
     variables["ansible_managed"] = "Managed by Ansible"
     return variables
-
-
-def render(template: str, variables: dict) -> str:
-    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(template))
 
 
 def test_product_and_offline_bundle_run_the_same_kubernetes():

@@ -1,0 +1,533 @@
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+"""Decide each host's node network and check the ports a cluster publishes.
+
+Pure logic on plain data, no I/O; the ``u7s.cluster.node_network_plan`` and
+``u7s.cluster.port_conflicts`` filters call :func:`plan_node_networks` and
+:func:`port_conflicts` on the controller.
+
+Node networks
+-------------
+Every host runs its node container on a user-defined container network of its
+own. The node IPs must be distinct across the cluster, so every host needs a
+subnet that overlaps no other host's, none of the cluster's pod and service
+CIDRs and none of the hosts' own addresses. Upstream derives one byte from a
+hash of the hostname, which collides for about half of all 20-host clusters;
+here the subnets are allocated in inventory order, lowest free first, and a
+subnet a host already uses (recorded in a state file on the host) is kept, so
+changing the inventory never moves an existing node.
+
+Host records (one per host, in inventory order)::
+
+    {
+        "name": "node1",              # inventory hostname
+        "override": "10.100.7.0/24",  # the host's node_subnet variable; None or "" for none
+        "recorded": "10.100.0.0/24",  # subnet of the existing node network; None without one
+    }
+
+Published ports (one record per host)::
+
+    {
+        "name": "node1", "address": "192.0.2.10", "user": "u7s",
+        "ports": {"etcd": 2379, "apiserver": 6443, "kubelet": 10250, "vxlan": 8472},
+        "unprivileged_port_start": 1024,  # net.ipv4.ip_unprivileged_port_start; None for 1024
+    }
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import typing as t
+from collections.abc import Mapping, Sequence, Set as AbstractSet
+
+DEFAULT_POOL = "10.100.0.0/16"
+DEFAULT_PREFIX = 24
+MIN_PREFIX = 16
+MAX_PREFIX = 29
+# Per-host inventory variable that sets a node subnet by hand.
+SUBNET_VARIABLE = "node_subnet"
+
+SOURCE_OVERRIDE = "override"
+SOURCE_RECORDED = "recorded"
+SOURCE_ALLOCATED = "allocated"
+
+PROTOCOLS = ("tcp", "udp")
+DEFAULT_PROTOCOL = "tcp"
+DEFAULT_UNPRIVILEGED_PORT_START = 1024
+SYSCTL_UNPRIVILEGED_PORT_START = "net.ipv4.ip_unprivileged_port_start"
+
+
+class NodeNetworkError(ValueError):
+    """No plan can be made; the message names the hosts and what to change."""
+
+
+class NodeNetwork(t.NamedTuple):
+    """The node network one host gets."""
+
+    subnet: ipaddress.IPv4Network
+    source: str
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        """The engine's bridge address: the first address of the subnet."""
+        return self.subnet.network_address + 1
+
+    @property
+    def node_ip(self) -> ipaddress.IPv4Address:
+        """The node container's address: the address after the gateway."""
+        return self.subnet.network_address + 2
+
+    def as_dict(self) -> dict[str, str]:
+        """Plain strings, as the filter returns them."""
+        return {
+            "subnet": str(self.subnet),
+            "node_ip": str(self.node_ip),
+            "gateway": str(self.gateway),
+            "source": self.source,
+        }
+
+
+class HostRecord(t.NamedTuple):
+    """One host's input, parsed."""
+
+    name: str
+    override: t.Optional[ipaddress.IPv4Network]
+    recorded: t.Optional[ipaddress.IPv4Network]
+
+
+class Blocker(t.NamedTuple):
+    """Addresses no allocated subnet may overlap, and how to name them in messages."""
+
+    network: ipaddress.IPv4Network
+    label: str
+
+
+def _is_empty(value: t.Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _parse_prefix(value: t.Any, what: str) -> int:
+    """A prefix length given as 24, "24" or "/24"."""
+    if isinstance(value, bool):
+        raise NodeNetworkError("%s must be a prefix length such as 24, got %r." % (what, value))
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lstrip("/")
+    if not text.isdigit():
+        raise NodeNetworkError("%s must be a prefix length such as 24, got %r." % (what, value))
+    return int(text)
+
+
+def parse_subnet(value: t.Any, subject: str) -> ipaddress.IPv4Network:
+    """An IPv4 network in CIDR notation with its host bits zero; ``subject`` starts each message.
+
+    Raises NodeNetworkError, which suggests the network meant when host bits are set.
+    """
+    text = str(value).strip()
+    not_a_network = NodeNetworkError(
+        "%s %r is not an IPv4 network in CIDR notation such as 10.100.0.0/24." % (subject, value)
+    )
+    if "/" not in text:
+        raise not_a_network
+    try:
+        network = ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise not_a_network from None
+        if isinstance(network, ipaddress.IPv4Network):
+            raise NodeNetworkError(
+                "%s %s has host bits set; did you mean the network %s?" % (subject, text, network)
+            ) from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise not_a_network
+    return network
+
+
+def _check_node_prefix(network: ipaddress.IPv4Network, subject: str) -> list[str]:
+    if MIN_PREFIX <= network.prefixlen <= MAX_PREFIX:
+        return []
+    return [
+        "%s %s is a /%d; a node subnet must be between /%d and /%d."
+        % (subject, network, network.prefixlen, MIN_PREFIX, MAX_PREFIX)
+    ]
+
+
+def _override_subject(name: str) -> str:
+    return "Host %s: %s" % (name, SUBNET_VARIABLE)
+
+
+def _recorded_subject(name: str) -> str:
+    return "Host %s: the recorded subnet of its existing node network" % name
+
+
+def _record_fix(key: str, name: str) -> str:
+    if key == "override":
+        return " Fix: correct %s of host %s." % (SUBNET_VARIABLE, name)
+    return " Fix: repair the node state file on host %s, or reset host %s." % (name, name)
+
+
+def parse_host_records(records: t.Any) -> list[HostRecord]:
+    """Parse and check every record; one NodeNetworkError lists all problems."""
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
+        raise NodeNetworkError(
+            "The host records must be a list of dictionaries, got %s." % type(records).__name__
+        )
+    problems: list[str] = []
+    parsed: list[HostRecord] = []
+    seen: set[str] = set()
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            problems.append("Host record %d is not a dictionary but %s." % (index + 1, type(record).__name__))
+            continue
+        name = record.get("name")
+        if not isinstance(name, str) or not name.strip():
+            problems.append("Host record %d has no name (the inventory hostname)." % (index + 1))
+            continue
+        if name in seen:
+            problems.append("Host %s appears more than once in the host records." % name)
+            continue
+        seen.add(name)
+        networks: list[t.Optional[ipaddress.IPv4Network]] = []
+        for key, subject in (("override", _override_subject(name)), ("recorded", _recorded_subject(name))):
+            value = record.get(key)
+            if _is_empty(value):
+                networks.append(None)
+                continue
+            try:
+                network = parse_subnet(value, subject)
+            except NodeNetworkError as exc:
+                problems.append(str(exc) + _record_fix(key, name))
+                networks.append(None)
+                continue
+            problems.extend(problem + _record_fix(key, name) for problem in _check_node_prefix(network, subject))
+            networks.append(network)
+        parsed.append(HostRecord(name, networks[0], networks[1]))
+    if problems:
+        raise NodeNetworkError(" ".join(problems))
+    return parsed
+
+
+def _parse_reserved(reserved: t.Any) -> list[Blocker]:
+    blockers = []
+    for value in _as_list(reserved, "reserved"):
+        if _is_empty(value):
+            continue
+        try:
+            network = ipaddress.ip_network(str(value).strip(), strict=False)
+        except ValueError:
+            raise NodeNetworkError(
+                "Reserved range %r is not a network in CIDR notation such as 10.96.0.0/12." % (value,)
+            ) from None
+        if isinstance(network, ipaddress.IPv4Network):
+            blockers.append(Blocker(network, "the reserved range %s" % network))
+    return blockers
+
+
+def _parse_host_addresses(addresses: t.Any) -> list[Blocker]:
+    blockers = []
+    for value in _as_list(addresses, "host_addresses"):
+        if _is_empty(value):
+            continue
+        text = str(value).strip()
+        try:
+            interface = ipaddress.ip_interface(text)
+        except ValueError:
+            continue  # A DNS name (ansible_host may be one): nothing to avoid.
+        if not isinstance(interface, ipaddress.IPv4Interface):
+            continue
+        if "/" in text and interface.network.prefixlen < 32:
+            label = "the host network %s (of host address %s)" % (interface.network, interface.ip)
+        else:
+            label = "the host address %s" % interface.ip
+        blockers.append(Blocker(interface.network, label))
+    return blockers
+
+
+def _as_list(value: t.Any, what: str) -> list[t.Any]:
+    """A list of entries; strings are split at commas (dual-stack CIDRs come as "v4,v6")."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (Sequence, AbstractSet)):
+        raise NodeNetworkError("%s must be a list, got %s." % (what, type(value).__name__))
+    entries: list[t.Any] = []
+    for item in value:
+        entries.extend(item.split(",") if isinstance(item, str) else [item])
+    return entries
+
+
+def _overlap_problem(subject: str, network: ipaddress.IPv4Network, blockers: list[Blocker]) -> str | None:
+    hits = [blocker.label for blocker in blockers if blocker.network.overlaps(network)]
+    if not hits:
+        return None
+    return "%s %s overlaps %s." % (subject, network, " and ".join(hits))
+
+
+def _span(network: ipaddress.IPv4Network) -> tuple[int, int]:
+    return int(network.network_address), int(network.broadcast_address)
+
+
+def lowest_free_subnet(
+    pool: ipaddress.IPv4Network, prefix: int, taken: t.Iterable[ipaddress.IPv4Network]
+) -> ipaddress.IPv4Network | None:
+    """The lowest /prefix subnet of pool that overlaps none of taken, None when there is none.
+
+    Jumps past each blocking range instead of trying every candidate, so a
+    large pool costs no more than a small one.
+    """
+    size = 1 << (32 - prefix)
+    spans = sorted(_span(network) for network in taken)
+    candidate, last = _span(pool)
+    while candidate + size - 1 <= last:
+        end = candidate + size - 1
+        hit_end = max((s_end for s_start, s_end in spans if s_start <= end and s_end >= candidate), default=None)
+        if hit_end is None:
+            return ipaddress.IPv4Network((candidate, prefix))
+        # The next candidate aligned to the subnet size after the blocking range.
+        candidate = (hit_end // size + 1) * size
+    return None
+
+
+def plan_node_networks(
+    records: t.Any,
+    pool: t.Any = DEFAULT_POOL,
+    prefix: t.Any = DEFAULT_PREFIX,
+    reserved: t.Any = None,
+    host_addresses: t.Any = None,
+) -> dict[str, NodeNetwork]:
+    """Each host's node network, keyed by host name in input order.
+
+    Overrides are taken as given, recorded subnets kept, and every other host
+    gets the lowest free /prefix subnet of pool, in input order. The same input
+    gives the same plan; a host added at the end changes nothing for the others,
+    and a host added elsewhere changes nothing for hosts with a recorded subnet.
+    Raises NodeNetworkError, whose message names the hosts and what to change.
+    """
+    # (1) Validate everything first.
+    problems: list[str] = []
+    try:
+        hosts = parse_host_records(records)
+    except NodeNetworkError as exc:
+        problems.append(str(exc))
+        hosts = []
+    try:
+        prefix_length = _parse_prefix(prefix, "The node subnet prefix (prefix)")
+        if not MIN_PREFIX <= prefix_length <= MAX_PREFIX:
+            raise NodeNetworkError(
+                "The node subnet prefix (prefix) must be between %d and %d, got %d."
+                % (MIN_PREFIX, MAX_PREFIX, prefix_length)
+            )
+    except NodeNetworkError as exc:
+        problems.append(str(exc))
+        prefix_length = None
+    try:
+        pool_network: ipaddress.IPv4Network | None = parse_subnet(pool, "The node subnet pool (pool)")
+    except NodeNetworkError as exc:
+        problems.append(str(exc))
+        pool_network = None
+    if pool_network is not None and prefix_length is not None and prefix_length < pool_network.prefixlen:
+        problems.append(
+            "The node subnet prefix /%d is shorter than the pool %s; it must be /%d or longer."
+            % (prefix_length, pool_network, pool_network.prefixlen)
+        )
+    try:
+        blockers = _parse_reserved(reserved) + _parse_host_addresses(host_addresses)
+    except NodeNetworkError as exc:
+        problems.append(str(exc))
+        blockers = []
+    if problems or pool_network is None or prefix_length is None:
+        raise NodeNetworkError(" ".join(problems))
+
+    plan: dict[str, NodeNetwork] = {}
+
+    # (2) Overrides, pairwise disjoint.
+    overrides = [host for host in hosts if host.override is not None]
+    for index, host in enumerate(overrides):
+        for other in overrides[:index]:
+            if host.override.overlaps(other.override):
+                problems.append(
+                    "Hosts %s and %s: their %s values %s and %s overlap, but every node needs a "
+                    "subnet of its own. Fix: change %s on one of them."
+                    % (other.name, host.name, SUBNET_VARIABLE, other.override, host.override, SUBNET_VARIABLE)
+                )
+        plan[host.name] = NodeNetwork(host.override, SOURCE_OVERRIDE)
+
+    # (3) Recorded subnets are kept unless they overlap an override or one kept before.
+    for host in hosts:
+        if host.recorded is None:
+            continue
+        if host.override is not None:
+            if host.override != host.recorded:
+                problems.append(
+                    "Host %s: %s is %s, but its existing node network uses %s. Changing an existing "
+                    "node's subnet needs the node removed first. Fix: reset host %s and run again, "
+                    "or set %s to %s (or remove it)."
+                    % (host.name, SUBNET_VARIABLE, host.override, host.recorded, host.name,
+                       SUBNET_VARIABLE, host.recorded)
+                )
+            continue
+        clash = [other for other in overrides if other.override.overlaps(host.recorded)]
+        for other in clash:
+            problems.append(
+                "Host %s: %s %s overlaps %s, which the existing node network of host %s uses; host %s's "
+                "node network would need to change, and that needs its node removed first (reset). "
+                "Fix: choose another %s for host %s, or reset host %s first."
+                % (other.name, SUBNET_VARIABLE, other.override, host.recorded, host.name, host.name,
+                   SUBNET_VARIABLE, other.name, host.name)
+            )
+        if clash:
+            continue
+        if any(kept.subnet.overlaps(host.recorded) for kept in plan.values()):
+            # Two hosts recorded overlapping subnets (a state file copied along with a
+            # cloned host): the first keeps it, this one is allocated a new one below.
+            continue
+        plan[host.name] = NodeNetwork(host.recorded, SOURCE_RECORDED)
+
+    # (5, for given subnets) Nothing taken as given may overlap reserved ranges or host addresses.
+    for host in hosts:
+        if host.override is not None:
+            found = _overlap_problem(_override_subject(host.name), host.override, blockers)
+            if found:
+                problems.append(
+                    found + " Fix: set %s on host %s to a subnet outside it." % (SUBNET_VARIABLE, host.name)
+                )
+        elif host.name in plan:
+            found = _overlap_problem(_recorded_subject(host.name), host.recorded, blockers)
+            if found:
+                problems.append(
+                    found + " Changing an existing node's subnet needs the node removed first. "
+                    "Fix: reset host %s so it gets a new subnet, "
+                    "or change the conflicting range." % host.name
+                )
+    if problems:
+        raise NodeNetworkError(" ".join(problems))
+
+    # (4) Everything else: the lowest free subnet of the pool, in input order.
+    pending = [host for host in hosts if host.name not in plan]
+    for index, host in enumerate(pending):
+        taken = [network.subnet for network in plan.values()] + [blocker.network for blocker in blockers]
+        subnet = lowest_free_subnet(pool_network, prefix_length, taken)
+        if subnet is None:
+            raise NodeNetworkError(_exhausted(pool_network, prefix_length, plan, pending[index:]))
+        plan[host.name] = NodeNetwork(subnet, SOURCE_ALLOCATED)
+
+    return {host.name: plan[host.name] for host in hosts}
+
+
+def _exhausted(
+    pool: ipaddress.IPv4Network, prefix: int, plan: dict[str, NodeNetwork], waiting: list[HostRecord]
+) -> str:
+    inside = sum(1 for network in plan.values() if network.subnet.overlaps(pool))
+    return (
+        "The node subnet pool %s has no free /%d left for host %s: it holds %d subnets of /%d, "
+        "%d node networks already lie in it and reserved ranges or host addresses block the rest; "
+        "%d host(s) still need one (%s). Fix: use a larger pool or a longer prefix, "
+        "or set %s on these hosts."
+        % (pool, prefix, waiting[0].name, 1 << (prefix - pool.prefixlen), prefix, inside,
+           len(waiting), ", ".join(host.name for host in waiting), SUBNET_VARIABLE)
+    )
+
+
+# Published ports
+
+
+def _port_number(value: t.Any) -> int | None:
+    """The port as an int, None when it is no integer (bools and floats are none)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _describe(record: Mapping[str, t.Any]) -> str:
+    user = record.get("user")
+    return "host %s (user %s)" % (record.get("name"), user) if user else "host %s" % record.get("name")
+
+
+def port_conflicts(records: t.Any, protocols: t.Any = None) -> list[str]:
+    """Problems with the ports each host's cluster publishes, one message each; empty when fine.
+
+    ``protocols`` maps port keys to "tcp" or "udp"; keys it does not name are tcp.
+    Raises ValueError when the input does not have the documented shape.
+    """
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
+        raise ValueError("The port records must be a list of dictionaries, got %s." % type(records).__name__)
+    if protocols is not None and not isinstance(protocols, Mapping):
+        raise ValueError("The protocols must be a dictionary of port key to tcp or udp, got %s." % type(protocols).__name__)
+    protocol_of = dict(protocols or {})
+    for key, protocol in protocol_of.items():
+        if protocol not in PROTOCOLS:
+            raise ValueError("The protocol of port %s must be tcp or udp, got %r." % (key, protocol))
+
+    problems: list[str] = []
+    # (address, port, protocol) -> (record, key) of the first user.
+    published: dict[tuple[str, int, str], tuple[Mapping[str, t.Any], str]] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise ValueError("Port record %d is not a dictionary but %s." % (index + 1, type(record).__name__))
+        ports = record.get("ports") or {}
+        if not isinstance(ports, Mapping):
+            raise ValueError("The ports of %s must be a dictionary, got %s." % (_describe(record), type(ports).__name__))
+        start = record.get("unprivileged_port_start")
+        start_number = DEFAULT_UNPRIVILEGED_PORT_START if _is_empty(start) else _port_number(start)
+        if start_number is None:
+            raise ValueError(
+                "The unprivileged_port_start of %s must be an integer, got %r." % (_describe(record), start)
+            )
+        who = _describe(record)
+        address = _address_key(record)
+        own: dict[tuple[int, str], str] = {}
+        for key, value in ports.items():
+            protocol = protocol_of.get(key, DEFAULT_PROTOCOL)
+            number = _port_number(value)
+            if number is None or not 1 <= number <= 65535:
+                problems.append(
+                    "%s: the %s port is %r; a port must be an integer from 1 to 65535. Fix: set a valid port."
+                    % (who, key, value)
+                )
+                continue
+            if number < start_number:
+                problems.append(
+                    "%s: the %s port %d/%s is below %s (%d), so the rootless engine cannot bind it. "
+                    "Fix: choose a port from %d on, or lower %s on the host."
+                    % (who, key, number, protocol, SYSCTL_UNPRIVILEGED_PORT_START, start_number,
+                       start_number, SYSCTL_UNPRIVILEGED_PORT_START)
+                )
+            if (number, protocol) in own:
+                problems.append(
+                    "%s: the %s and %s ports are both %d/%s. Fix: give one of them another port."
+                    % (who, own[(number, protocol)], key, number, protocol)
+                )
+                continue
+            own[(number, protocol)] = key
+            if address is None:
+                continue
+            first = published.get((address, number, protocol))
+            if first is not None:
+                problems.append(
+                    "Port %d/%s on address %s is published twice: by %s as its %s port and by %s "
+                    "as its %s port. Fix: give one of them another port."
+                    % (number, protocol, address, _describe(first[0]), first[1], who, key)
+                )
+                continue
+            published[(address, number, protocol)] = (record, key)
+    return problems
+
+
+def _address_key(record: Mapping[str, t.Any]) -> str | None:
+    """The record's address in a comparable form, None without one."""
+    address = record.get("address")
+    if _is_empty(address):
+        return None
+    text = str(address).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text.lower().rstrip(".")

@@ -1,0 +1,429 @@
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+"""Node subnet allocation (deterministic, collision-free, stable) and published-port checks."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import time
+import typing as t
+
+import pytest
+
+from ansible_collections.u7s.cluster.plugins.module_utils.node_network import (
+    NodeNetworkError,
+    lowest_free_subnet,
+    parse_subnet,
+    plan_node_networks,
+    port_conflicts,
+)
+
+POD_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+def host(name: str, override: str | None = None, recorded: str | None = None) -> dict[str, t.Any]:
+    return {"name": name, "override": override, "recorded": recorded}
+
+
+def subnets(records: list[dict[str, t.Any]], **kwargs: t.Any) -> dict[str, str]:
+    return {name: str(network.subnet) for name, network in plan_node_networks(records, **kwargs).items()}
+
+
+def sources(records: list[dict[str, t.Any]], **kwargs: t.Any) -> dict[str, str]:
+    return {name: network.source for name, network in plan_node_networks(records, **kwargs).items()}
+
+
+def error(records: t.Any, **kwargs: t.Any) -> str:
+    with pytest.raises(NodeNetworkError) as caught:
+        plan_node_networks(records, **kwargs)
+    return str(caught.value)
+
+
+def after_first_run(records: list[dict[str, t.Any]], **kwargs: t.Any) -> list[dict[str, t.Any]]:
+    """The records of the next run: every host recorded the subnet it got."""
+    plan = plan_node_networks(records, **kwargs)
+    return [dict(record, recorded=str(plan[record["name"]].subnet)) for record in records]
+
+
+class TestAllocation:
+    def test_hosts_get_the_lowest_free_subnets_in_order(self) -> None:
+        assert subnets([host("a"), host("b"), host("c")]) == {
+            "a": "10.100.0.0/24", "b": "10.100.1.0/24", "c": "10.100.2.0/24",
+        }
+
+    def test_result_keeps_input_order_and_names_addresses(self) -> None:
+        plan = plan_node_networks([host("z"), host("a", override="10.100.7.0/24"), host("m")])
+        assert list(plan) == ["z", "a", "m"]
+        assert plan["a"].as_dict() == {
+            "subnet": "10.100.7.0/24", "node_ip": "10.100.7.2", "gateway": "10.100.7.1", "source": "override",
+        }
+        assert plan["z"].as_dict() == {
+            "subnet": "10.100.0.0/24", "node_ip": "10.100.0.2", "gateway": "10.100.0.1", "source": "allocated",
+        }
+
+    def test_pool_and_prefix(self) -> None:
+        assert subnets([host("a"), host("b")], pool="172.20.0.0/16", prefix=28) == {
+            "a": "172.20.0.0/28", "b": "172.20.0.16/28",
+        }
+
+    @pytest.mark.parametrize("prefix", ["26", "/26", 26])
+    def test_prefix_as_text(self, prefix: t.Any) -> None:
+        assert subnets([host("a"), host("b")], prefix=prefix)["b"] == "10.100.0.64/26"
+
+    def test_allocation_skips_overrides_and_recorded(self) -> None:
+        records = [host("a"), host("b", override="10.100.0.0/24"), host("c", recorded="10.100.1.0/24"), host("d")]
+        assert subnets(records) == {
+            "a": "10.100.2.0/24", "b": "10.100.0.0/24", "c": "10.100.1.0/24", "d": "10.100.3.0/24",
+        }
+        assert sources(records) == {"a": "allocated", "b": "override", "c": "recorded", "d": "allocated"}
+
+    def test_allocation_skips_a_larger_override_and_realigns(self) -> None:
+        # An override /23 at 10.100.2.0 and a /26 at 10.100.0.64 block the /24 candidates they touch.
+        records = [host("big", override="10.100.2.0/23"), host("small", override="10.100.0.64/26"),
+                   host("a"), host("b")]
+        assert subnets(records)["a"] == "10.100.1.0/24"
+        assert subnets(records)["b"] == "10.100.4.0/24"
+
+    def test_reserved_ranges_are_skipped(self) -> None:
+        records = [host("a"), host("b")]
+        assert subnets(records, pool="10.96.0.0/12", reserved=[POD_CIDR, SERVICE_CIDR]) == {
+            "a": "10.97.0.0/24", "b": "10.97.1.0/24",
+        }
+
+    def test_reserved_string_with_several_networks(self) -> None:
+        # A dual-stack service CIDR: the IPv6 part cannot collide and is ignored.
+        assert subnets([host("a")], reserved="10.100.0.0/23,fd00:10:96::/108")["a"] == "10.100.2.0/24"
+        assert subnets([host("a")], reserved=["", None, "10.100.0.0/24"])["a"] == "10.100.1.0/24"
+
+    def test_subnets_containing_a_host_address_are_skipped(self) -> None:
+        records = [host("a"), host("b")]
+        assert subnets(records, host_addresses=["10.100.0.17", "10.100.2.200"]) == {
+            "a": "10.100.1.0/24", "b": "10.100.3.0/24",
+        }
+
+    def test_host_address_with_prefix_blocks_its_network(self) -> None:
+        assert subnets([host("a")], host_addresses=["10.100.1.5/23"])["a"] == "10.100.2.0/24"
+
+    def test_dns_names_and_ipv6_host_addresses_are_ignored(self) -> None:
+        assert subnets([host("a")], host_addresses=["node1.example.org", "2001:db8::1", "", None]) == {
+            "a": "10.100.0.0/24",
+        }
+
+    def test_empty_override_and_recorded_mean_none(self) -> None:
+        assert sources([host("a", override="", recorded="  "), {"name": "b"}]) == {
+            "a": "allocated", "b": "allocated",
+        }
+
+    def test_override_equal_to_recorded_is_fine(self) -> None:
+        plan = plan_node_networks([host("a", override="10.100.9.0/24", recorded="10.100.9.0/24"), host("b")])
+        assert (str(plan["a"].subnet), plan["a"].source) == ("10.100.9.0/24", "override")
+        assert str(plan["b"].subnet) == "10.100.0.0/24"
+
+    def test_recorded_subnet_outside_the_pool_is_kept(self) -> None:
+        plan = plan_node_networks([host("a", recorded="192.168.50.0/24"), host("b")], pool="10.200.0.0/16")
+        assert [str(network.subnet) for network in plan.values()] == ["192.168.50.0/24", "10.200.0.0/24"]
+
+    def test_recorded_subnets_that_overlap_each_other_first_one_keeps(self) -> None:
+        records = [host("a", recorded="10.100.5.0/24"), host("clone", recorded="10.100.5.0/24")]
+        plan = plan_node_networks(records)
+        assert (str(plan["a"].subnet), plan["a"].source) == ("10.100.5.0/24", "recorded")
+        assert (str(plan["clone"].subnet), plan["clone"].source) == ("10.100.0.0/24", "allocated")
+
+    def test_a_large_pool_is_searched_by_jumping(self) -> None:
+        # 2**21 candidates of /29 in a /8: trying each would take seconds.
+        started = time.monotonic()
+        plan = plan_node_networks([host("a")], pool="10.0.0.0/8", prefix=29, reserved=["10.0.0.0/9", "10.128.0.0/10"])
+        assert str(plan["a"].subnet) == "10.192.0.0/29"
+        assert "no free /29" in error([host("a")], pool="10.0.0.0/8", prefix=29, reserved=["10.0.0.0/8"])
+        assert time.monotonic() - started < 1
+
+
+class TestStability:
+    def test_same_input_same_output(self) -> None:
+        records = [host("h%d" % index) for index in range(20)] + [host("x", override="10.100.3.0/24")]
+        kwargs = dict(reserved=[POD_CIDR, SERVICE_CIDR], host_addresses=["10.100.5.9"])
+        assert plan_node_networks(records, **kwargs) == plan_node_networks(list(records), **kwargs)
+
+    def test_many_hosts_never_collide(self) -> None:
+        plan = plan_node_networks([host("node%02d" % index) for index in range(250)])
+        networks = [network.subnet for network in plan.values()]
+        assert len({network.node_ip for network in plan.values()}) == 250
+        assert not any(a.overlaps(b) for index, a in enumerate(networks) for b in networks[:index])
+
+    @pytest.mark.parametrize("seed", range(20))
+    def test_adding_a_host_at_the_end_changes_no_earlier_host(self, seed: int) -> None:
+        rng = random.Random(seed)
+        records = []
+        for index in range(rng.randint(1, 12)):
+            kind = rng.choice(["plain", "plain", "override"])
+            override = "10.100.%d.0/24" % (100 + index) if kind == "override" else None
+            records.append(host("h%d" % index, override=override))
+        addresses = ["10.100.%d.1" % rng.randint(0, 20)]
+        before = plan_node_networks(records, host_addresses=addresses)
+        after = plan_node_networks(records + [host("new")], host_addresses=addresses)
+        assert {name: after[name] for name in before} == before
+        assert after["new"].subnet not in [network.subnet for network in before.values()]
+
+    def test_adding_a_host_in_the_middle_moves_nobody_with_a_recorded_subnet(self) -> None:
+        first = [host("a"), host("b"), host("c", override="10.100.1.0/24"), host("d")]
+        recorded = after_first_run(first)
+        before = plan_node_networks(recorded)
+        grown = recorded[:1] + [host("new")] + recorded[1:]
+        after = plan_node_networks(grown)
+        assert {name: str(after[name].subnet) for name in before} == {
+            name: str(network.subnet) for name, network in before.items()
+        }
+        assert {name: after[name].source for name in "abd"} == {"a": "recorded", "b": "recorded", "d": "recorded"}
+        assert str(after["new"].subnet) == "10.100.4.0/24"
+
+    def test_without_records_a_host_in_the_middle_shifts_the_rest(self) -> None:
+        """Why records matter: the same insertion moves later hosts on a first run."""
+        first = [host("a"), host("b")]
+        assert subnets(first[:1] + [host("new")] + first[1:])["b"] != subnets(first)["b"]
+
+    def test_removing_a_host_moves_nobody_with_a_recorded_subnet(self) -> None:
+        recorded = after_first_run([host("a"), host("b"), host("c")])
+        plan = plan_node_networks([recorded[0], recorded[2], host("d")])
+        assert {name: str(network.subnet) for name, network in plan.items()} == {
+            "a": "10.100.0.0/24", "c": "10.100.2.0/24", "d": "10.100.1.0/24",
+        }
+
+    def test_changing_the_pool_moves_nobody_with_a_recorded_subnet(self) -> None:
+        recorded = after_first_run([host("a"), host("b")])
+        plan = plan_node_networks(recorded + [host("c")], pool="10.150.0.0/16", prefix=26)
+        assert [str(network.subnet) for network in plan.values()] == [
+            "10.100.0.0/24", "10.100.1.0/24", "10.150.0.0/26",
+        ]
+
+
+class TestErrors:
+    def test_override_with_host_bits_suggests_the_network(self) -> None:
+        message = error([host("web1", override="10.100.3.5/24")])
+        assert message == (
+            "Host web1: node_subnet 10.100.3.5/24 has host bits set; did you mean the network 10.100.3.0/24? "
+            "Fix: correct node_subnet of host web1."
+        )
+
+    def test_recorded_with_host_bits(self) -> None:
+        message = error([host("web1", recorded="10.100.3.5/24")])
+        assert "Host web1: the recorded subnet of its existing node network 10.100.3.5/24 has host bits set" in message
+        assert "reset host web1" in message
+
+    @pytest.mark.parametrize("value", ["10.100.3.0", "garbage", "10.100.300.0/24", "fd00::/64", "10.100.0.0/33"])
+    def test_override_that_is_no_ipv4_network(self, value: str) -> None:
+        message = error([host("web1", override=value)])
+        assert message.startswith("Host web1: node_subnet %r is not an IPv4 network" % value)
+        assert "node_subnet" in message
+
+    @pytest.mark.parametrize("value", ["10.0.0.0/15", "10.100.0.0/30", "10.100.0.0/32"])
+    def test_override_prefix_out_of_range(self, value: str) -> None:
+        assert "a node subnet must be between /16 and /29" in error([host("web1", override=value)])
+
+    @pytest.mark.parametrize("prefix", [15, 30, "x", True, None])
+    def test_prefix_out_of_range(self, prefix: t.Any) -> None:
+        assert "The node subnet prefix (prefix)" in error([host("a")], prefix=prefix)
+
+    def test_prefix_shorter_than_pool(self) -> None:
+        assert error([host("a")], pool="10.100.0.0/20", prefix=18) == (
+            "The node subnet prefix /18 is shorter than the pool 10.100.0.0/20; it must be /20 or longer."
+        )
+
+    @pytest.mark.parametrize("pool", ["10.100.0.1/16", "fd00::/48", "nonsense", None])
+    def test_invalid_pool(self, pool: t.Any) -> None:
+        assert error([host("a")], pool=pool).startswith("The node subnet pool (pool)")
+
+    def test_invalid_reserved(self) -> None:
+        assert "Reserved range 'pods'" in error([host("a")], reserved=["pods"])
+
+    def test_duplicate_hosts(self) -> None:
+        assert error([host("a"), host("b"), host("a")]) == "Host a appears more than once in the host records."
+
+    @pytest.mark.parametrize("records, expected", [
+        ("a,b", "must be a list"),
+        ({"name": "a"}, "must be a list"),
+        (["a"], "Host record 1 is not a dictionary but str."),
+        ([{"override": "10.100.0.0/24"}], "Host record 1 has no name"),
+        ([host("")], "Host record 1 has no name"),
+    ])
+    def test_malformed_records(self, records: t.Any, expected: str) -> None:
+        assert expected in error(records)
+
+    def test_all_validation_problems_are_reported_at_once(self) -> None:
+        message = error([host("a", override="10.1.1.1/24"), host("b", recorded="x")], prefix=31)
+        assert "Host a: node_subnet 10.1.1.1/24 has host bits set" in message
+        assert "Host b: the recorded subnet" in message
+        assert "got 31" in message
+
+    def test_overlapping_overrides_name_both_hosts(self) -> None:
+        message = error([host("a", override="10.100.0.0/23"), host("b"), host("c", override="10.100.1.0/24")])
+        assert message == (
+            "Hosts a and c: their node_subnet values 10.100.0.0/23 and 10.100.1.0/24 overlap, but every node "
+            "needs a subnet of its own. Fix: change node_subnet on one of them."
+        )
+
+    def test_override_that_differs_from_the_recorded_subnet_needs_a_reset(self) -> None:
+        message = error([host("a", override="10.100.7.0/24", recorded="10.100.0.0/24")])
+        assert message == (
+            "Host a: node_subnet is 10.100.7.0/24, but its existing node network uses 10.100.0.0/24. "
+            "Changing an existing node's subnet needs the node removed first. Fix: reset host a and run "
+            "again, or set node_subnet to 10.100.0.0/24 (or remove it)."
+        )
+
+    def test_override_over_another_hosts_existing_network(self) -> None:
+        message = error([host("old", recorded="10.100.0.0/24"), host("new", override="10.100.0.128/25")])
+        assert message == (
+            "Host new: node_subnet 10.100.0.128/25 overlaps 10.100.0.0/24, which the existing node network of "
+            "host old uses; host old's node network would need to change, and that needs its node removed "
+            "first (reset). Fix: choose another node_subnet for host new, or reset host old first."
+        )
+
+    def test_override_overlapping_a_reserved_range(self) -> None:
+        message = error([host("a", override="10.96.4.0/24")], reserved=[POD_CIDR, SERVICE_CIDR])
+        assert message == (
+            "Host a: node_subnet 10.96.4.0/24 overlaps the reserved range 10.96.0.0/16. "
+            "Fix: set node_subnet on host a to a subnet outside it."
+        )
+
+    def test_override_containing_a_host_address(self) -> None:
+        message = error([host("a", override="192.168.1.0/24")], host_addresses=["192.168.1.10"])
+        assert "Host a: node_subnet 192.168.1.0/24 overlaps the host address 192.168.1.10." in message
+
+    def test_recorded_subnet_that_now_overlaps_a_reserved_range(self) -> None:
+        message = error([host("a", recorded="10.244.3.0/24")], reserved=[POD_CIDR])
+        assert message == (
+            "Host a: the recorded subnet of its existing node network 10.244.3.0/24 overlaps the reserved range "
+            "10.244.0.0/16. Changing an existing node's subnet needs the node removed first. Fix: reset host a "
+            "so it gets a new subnet, or change the conflicting range."
+        )
+
+    def test_pool_exhausted(self) -> None:
+        records = [host("a"), host("b", override="10.100.1.0/24"), host("c"), host("d"), host("e")]
+        message = error(records, pool="10.100.0.0/22", host_addresses=["10.100.3.3"])
+        assert message == (
+            "The node subnet pool 10.100.0.0/22 has no free /24 left for host d: it holds 4 subnets of /24, "
+            "3 node networks already lie in it and reserved ranges or host addresses block the rest; "
+            "2 host(s) still need one (d, e). Fix: use a larger pool or a longer prefix, or set node_subnet "
+            "on these hosts."
+        )
+
+    def test_conflicts_of_several_hosts_are_reported_together(self) -> None:
+        message = error([
+            host("a", override="10.100.0.0/24"), host("b", override="10.100.0.0/24"),
+            host("c", override="10.100.9.0/24", recorded="10.100.8.0/24"),
+        ])
+        assert "Hosts a and b" in message and "Host c: node_subnet is 10.100.9.0/24" in message
+
+
+class TestHelpers:
+    def test_parse_subnet(self) -> None:
+        assert parse_subnet(" 10.1.0.0/16 ", "x") == ipaddress.IPv4Network("10.1.0.0/16")
+        assert parse_subnet("10.1.0.0/255.255.0.0", "x") == ipaddress.IPv4Network("10.1.0.0/16")
+
+    def test_lowest_free_subnet(self) -> None:
+        pool = ipaddress.IPv4Network("10.0.0.0/24")
+        taken = [ipaddress.IPv4Network(text) for text in ("10.0.0.0/27", "10.0.0.40/32", "10.0.0.64/26")]
+        assert lowest_free_subnet(pool, 27, taken) == ipaddress.IPv4Network("10.0.0.128/27")
+        assert lowest_free_subnet(pool, 29, taken) == ipaddress.IPv4Network("10.0.0.32/29")
+        assert lowest_free_subnet(pool, 24, taken) is None
+        assert lowest_free_subnet(ipaddress.IPv4Network("255.255.255.0/24"), 25,
+                                  [ipaddress.IPv4Network("255.255.255.0/24")]) is None
+
+
+DEFAULT_PORTS = {"etcd": 2379, "apiserver": 6443, "kubelet": 10250, "vxlan": 8472}
+UDP = {"vxlan": "udp"}
+
+
+def ports_record(name: str, user: str, address: str = "192.0.2.10", **ports: t.Any) -> dict[str, t.Any]:
+    return {"name": name, "user": user, "address": address, "ports": dict(DEFAULT_PORTS, **ports)}
+
+
+class TestPortConflicts:
+    def test_default_ports_of_one_host_are_fine(self) -> None:
+        assert port_conflicts([ports_record("n1", "u7s")], UDP) == []
+
+    def test_two_keys_of_one_host_with_the_same_port(self) -> None:
+        assert port_conflicts([ports_record("n1", "alice", kubelet=6443)], UDP) == [
+            "host n1 (user alice): the apiserver and kubelet ports are both 6443/tcp. "
+            "Fix: give one of them another port."
+        ]
+
+    def test_same_number_on_tcp_and_udp_is_no_conflict(self) -> None:
+        assert port_conflicts([ports_record("n1", "alice", etcd=8472)], UDP) == []
+        # Without the protocol mapping every key is tcp, so then they collide.
+        assert len(port_conflicts([ports_record("n1", "alice", etcd=8472)])) == 1
+
+    def test_two_users_on_one_address(self) -> None:
+        records = [
+            ports_record("n1-alice", "alice"),
+            ports_record("n1-bob", "bob", etcd=12379, apiserver=16443, kubelet=20250, vxlan=18472),
+            ports_record("n1-carol", "carol", etcd=16443, apiserver=26443, kubelet=30250, vxlan=8472),
+        ]
+        assert port_conflicts(records, UDP) == [
+            "Port 16443/tcp on address 192.0.2.10 is published twice: by host n1-bob (user bob) as its apiserver "
+            "port and by host n1-carol (user carol) as its etcd port. Fix: give one of them another port.",
+            "Port 8472/udp on address 192.0.2.10 is published twice: by host n1-alice (user alice) as its vxlan "
+            "port and by host n1-carol (user carol) as its vxlan port. Fix: give one of them another port.",
+        ]
+
+    def test_different_addresses_do_not_conflict(self) -> None:
+        records = [ports_record("n1", "u7s"), ports_record("n2", "u7s", address="192.0.2.11")]
+        assert port_conflicts(records, UDP) == []
+
+    def test_addresses_compare_normalized(self) -> None:
+        for first, second in (("2001:db8::1", "2001:DB8:0::1"), ("Node1.Example.", "node1.example"),
+                              (" 192.0.2.10", "192.0.2.10")):
+            records = [ports_record("a", "alice", address=first), ports_record("b", "bob", address=second)]
+            assert len(port_conflicts(records, UDP)) == 4
+
+    def test_records_without_address_are_not_compared(self) -> None:
+        records = [ports_record("a", "alice", address=None), ports_record("b", "bob", address="")]
+        assert port_conflicts(records, UDP) == []
+
+    @pytest.mark.parametrize("value", [0, 65536, -1, "https", True, 6443.0, None, [6443]])
+    def test_invalid_port_numbers(self, value: t.Any) -> None:
+        assert port_conflicts([ports_record("n1", "alice", apiserver=value)], UDP) == [
+            "host n1 (user alice): the apiserver port is %r; a port must be an integer from 1 to 65535. "
+            "Fix: set a valid port." % (value,)
+        ]
+
+    def test_digit_strings_are_ports(self) -> None:
+        assert port_conflicts([ports_record("n1", "alice", apiserver="6443", kubelet=" 6443 ")], UDP) == [
+            "host n1 (user alice): the apiserver and kubelet ports are both 6443/tcp. "
+            "Fix: give one of them another port."
+        ]
+
+    def test_privileged_ports(self) -> None:
+        record = ports_record("n1", "alice", apiserver=443)
+        assert port_conflicts([record], UDP) == [
+            "host n1 (user alice): the apiserver port 443/tcp is below net.ipv4.ip_unprivileged_port_start (1024), "
+            "so the rootless engine cannot bind it. Fix: choose a port from 1024 on, or lower "
+            "net.ipv4.ip_unprivileged_port_start on the host."
+        ]
+        assert port_conflicts([dict(record, unprivileged_port_start=443)], UDP) == []
+        assert port_conflicts([dict(record, unprivileged_port_start="0")], UDP) == []
+        assert port_conflicts([dict(record, unprivileged_port_start=None)], UDP) != []
+        higher = port_conflicts([dict(ports_record("n1", "alice"), unprivileged_port_start=2380)], UDP)
+        assert len(higher) == 1 and "the etcd port 2379/tcp is below" in higher[0] and "(2380)" in higher[0]
+
+    def test_user_is_optional_in_messages(self) -> None:
+        record = {"name": "n1", "ports": {"a": 5000, "b": 5000}}
+        assert port_conflicts([record])[0].startswith("host n1: the a and b ports")
+
+    def test_empty_input(self) -> None:
+        assert port_conflicts([]) == []
+        assert port_conflicts([{"name": "n1", "ports": {}}]) == []
+
+    @pytest.mark.parametrize("records, protocols, expected", [
+        ("n1", None, "must be a list"),
+        (["n1"], None, "Port record 1 is not a dictionary"),
+        ([{"name": "n1", "ports": [2379]}], None, "The ports of host n1 must be a dictionary"),
+        ([{"name": "n1", "ports": {}, "unprivileged_port_start": "low"}], None, "unprivileged_port_start"),
+        ([], {"vxlan": "sctp"}, "must be tcp or udp"),
+        ([], ["vxlan"], "The protocols must be a dictionary"),
+    ])
+    def test_malformed_input(self, records: t.Any, protocols: t.Any, expected: str) -> None:
+        with pytest.raises(ValueError, match=expected):
+            port_conflicts(records, protocols)
