@@ -16,7 +16,7 @@ TESTBED_INVENTORY := inventories/testbed/hosts.yml
 
 .PHONY: help
 help:
-	@echo "make demo      test bed up (2 hosts) + playbooks/site.yml"
+	@echo "make demo      test bed up (2 hosts) + playbooks/site.yml + kubectl get nodes"
 	@echo "make test      unit tests, lint, sanity, collection build, test-bed integration"
 	@echo "make testbed-up / testbed-down   the local hosts only"
 
@@ -61,8 +61,10 @@ testbed-down:
 .PHONY: demo
 demo: venv artifacts testbed-up
 	ansible-playbook -i $(TESTBED_INVENTORY) playbooks/site.yml
-	ansible -i $(TESTBED_INVENTORY) u7s_cluster --become --become-user u7s \
-	  -m ansible.builtin.shell -a 'DOCKER_HOST=unix:///run/user/$$(id -u)/docker.sock docker info --format "{{.Name}}: {{.ServerVersion}} {{.SecurityOptions}}"'
+	@# The cluster user's kubectl on the control-plane host (the node's own, as the cluster admin).
+	ansible -i $(TESTBED_INVENTORY) control_plane --become --become-user u7s -m ansible.builtin.command \
+	  -a '/home/u7s/.local/bin/kubectl get nodes -o wide'
+	@echo "kubeconfig on this machine: KUBECONFIG=$(CURDIR)/inventories/testbed/artifacts/kubeconfig"
 
 .PHONY: units
 units: venv

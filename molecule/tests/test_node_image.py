@@ -9,7 +9,7 @@ import time
 import pytest
 
 NODE_IMAGE = "localhost/u7s/node"
-CONTAINER = "u7s-test-node"
+CONTAINER = "u7s-node"
 BOOT_TIMEOUT = 240
 
 
@@ -36,18 +36,9 @@ def test_no_archive_left_on_the_host(host, cluster_user):
 
 
 @pytest.fixture
-def node_container(as_user, engine, node_ref, hostvars):
-    """A node container as the node role will run it (privileged in the user namespace)."""
-    flags = ["--privileged", "--tmpfs", "/run", "--tmpfs", "/tmp", "-v", "/lib/modules:/lib/modules:ro",
-             "-v", f"{CONTAINER}-var:/var", "-e", f"HOST_IP={hostvars['ansible_host']}"]
-    if engine == "podman":
-        # Podman's systemd mode cannot create its cgroups on cgroup v1 hosts.
-        flags += ["--systemd=false", "--cgroupns=private", "--stop-signal=SIGRTMIN+3"]
-    as_user(f"{engine} rm -f {CONTAINER}; {engine} volume rm -f {CONTAINER}-var")
-    started = as_user(f"{engine} run -d --name {CONTAINER} {shlex.join(flags)} {node_ref}")
-    assert started.rc == 0, started.stderr
-    yield lambda command: as_user(f"{engine} exec {CONTAINER} sh -c {shlex.quote(command)}")
-    as_user(f"{engine} rm -f {CONTAINER}; {engine} volume rm -f {CONTAINER}-var")
+def node_container(as_user, engine):
+    """Run a command in the node container the node role started."""
+    return lambda command: as_user(f"{engine} exec {CONTAINER} sh -c {shlex.quote(command)}")
 
 
 def test_node_container_boots_with_every_kubeadm_image(node_container):

@@ -72,3 +72,41 @@ def test_unknown_engine_is_refused_by_the_argument_spec(testbed_host, run_playbo
     assert result.returncode != 0
     assert "rootless_runtime_engine" in result.stdout and "lxc" in result.stdout
     assert fingerprint(testbed_host) == before
+
+
+def test_host_address_that_is_not_the_hosts_is_refused_before_any_change(testbed_host, run_playbook):
+    before = fingerprint(testbed_host)
+    result = run_playbook({"node_host_ip": "192.0.2.99"})
+    assert result.returncode != 0
+    assert "192.0.2.99 is not one of its addresses" in " ".join(result.stdout.split())
+    assert "node_host_ip" in result.stdout
+    assert fingerprint(testbed_host) == before
+
+
+def test_node_subnet_inside_the_pod_network_is_refused_before_any_change(testbed_host, run_playbook):
+    before = fingerprint(testbed_host)
+    result = run_playbook({"node_subnet": "10.244.5.0/24"})
+    assert result.returncode != 0
+    assert "10.244.5.0/24 overlaps the reserved range 10.244.0.0/16" in " ".join(result.stdout.split())
+    assert fingerprint(testbed_host) == before
+
+
+@pytest.fixture
+def apiserver_port_taken(testbed_host):
+    """Something of another account (root here) listens on the API server port."""
+    testbed_host.root(
+        "setsid python3 -c 'import socket,time; s=socket.socket(); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"0.0.0.0\", 6443)); "
+        "s.listen(); time.sleep(3600)' >/dev/null 2>&1 < /dev/null & sleep 1"
+    )
+    yield
+    testbed_host.root("pkill -f 'time.sleep(3600)' || true")
+
+
+def test_port_held_by_another_account_is_refused_before_any_change(testbed_host, run_playbook, apiserver_port_taken):
+    before = fingerprint(testbed_host)
+    result = run_playbook({})
+    assert result.returncode != 0
+    assert "port 6443/tcp is held by root" in " ".join(result.stdout.split())
+    assert "u7s_port_apiserver" in result.stdout  # the fix is named
+    assert fingerprint(testbed_host) == before

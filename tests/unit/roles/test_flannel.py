@@ -105,14 +105,14 @@ def test_net_conf_is_vxlan_on_the_published_port(inventory, port):
     backend = net_conf["Backend"]
     assert backend["Type"] == "vxlan"
     # flannel reads Port and VNI as JSON numbers; "8472" would be refused.
-    assert type(backend["Port"]) is int and backend["Port"] == port
-    assert type(backend["VNI"]) is int and backend["VNI"] == 1
+    assert isinstance(backend["Port"], int) and backend["Port"] == port
+    assert isinstance(backend["VNI"], int) and backend["VNI"] == 1
 
 
 def test_net_conf_follows_the_pod_cidr_and_vni():
     net_conf = config_file("net-conf.json", {"u7s_pod_cidr": "10.32.0.0/16", "flannel_vxlan_vni": "4"})
     assert net_conf["Network"] == "10.32.0.0/16"
-    assert net_conf["Backend"]["VNI"] == 4 and type(net_conf["Backend"]["VNI"]) is int
+    assert net_conf["Backend"]["VNI"] == 4 and isinstance(net_conf["Backend"]["VNI"], int)
 
 
 def test_cni_conf_chains_flannel_and_portmap():

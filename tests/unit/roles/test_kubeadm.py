@@ -30,14 +30,14 @@ CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect":
 
 
 def kubeadm_variables(inventory: dict | None = None, host: str = "host1", **facts) -> dict:
-    """What the role sees on HOST: the node role's u7s_node fact for every host, two-host inventory."""
+    """What the role sees on HOST: the node role's node_facts fact for every host, two-host inventory."""
     nodes = {"host1": HOST1, "host2": HOST2}
     return role_variables("kubeadm", inventory=inventory, facts={
         "groups": {"all": ["host1", "host2"], "control_plane": ["host1"], "workers": ["host2"],
                    "u7s_cluster": ["host1", "host2"]},
-        "hostvars": {name: {"u7s_node": node} for name, node in nodes.items()},
+        "hostvars": {name: {"node_facts": node} for name, node in nodes.items()},
         "inventory_hostname": host,
-        "u7s_node": nodes[host],
+        "node_facts": nodes[host],
         **facts,
     })
 
@@ -267,7 +267,7 @@ def test_kubectl_wrapper_for_docker_and_podman():
     assert "export DOCKER_HOST=unix:///run/user/1001/docker.sock\n" in docker
     assert docker.rstrip().endswith("exec docker exec -i $tty u7s-node kubectl \"$@\"")
     podman = render_role_template("kubeadm", "kubectl.sh.j2",
-                                  kubeadm_variables(u7s_node={**HOST1, "engine": "podman", "container": "n1"}))
+                                  kubeadm_variables(node_facts={**HOST1, "engine": "podman", "container": "n1"}))
     assert "DOCKER_HOST" not in podman
     assert podman.rstrip().endswith("exec podman exec -i $tty n1 kubectl \"$@\"")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -76,13 +77,44 @@ def test_architecture_without_a_pin_is_not_rendered_silently():
         render((ROLE / "templates/Dockerfile.j2").read_text(), variables)
 
 
+def sandboxed(script: str, root: Path) -> str:
+    """The entrypoint with /etc, the cgroup mount point and the mount table moved under root."""
+    cgroup = root / "sys/fs/cgroup"
+    cgroup.mkdir(parents=True, exist_ok=True)
+    (root / "etc/default").mkdir(parents=True, exist_ok=True)
+    (cgroup / "cgroup.controllers").write_text("cpu memory\n")  # a cgroup v2 layout: nothing to unmount
+    (root / "mounts").write_text("")
+    return (script.replace("/etc/", f"{root}/etc/").replace("/sys/fs/cgroup", str(cgroup))
+            .replace("/proc/self/mounts", str(root / "mounts")))
+
+
+@pytest.mark.parametrize(("driver", "expected"), [("systemd", "true"), ("cgroupfs", "false")])
+def test_entrypoint_sets_containerds_cgroup_driver(tmp_path, driver, expected):
+    (tmp_path / "etc/containerd").mkdir(parents=True)
+    config = tmp_path / "etc/containerd/config.toml"
+    config.write_text('[plugins.cri]\n        SystemdCgroup = true\n        other = 1\n')
+    script = sandboxed((ROLE / "files/u7s-entrypoint").read_text(), tmp_path)
+    for _start in range(2):
+        subprocess.run(["sh", "-c", script, "u7s-entrypoint", "true"],
+                       env={"HOST_IP": "192.0.2.7", "U7S_CGROUP_DRIVER": driver, "PATH": "/usr/bin:/bin"}, check=True)
+    assert config.read_text() == f'[plugins.cri]\n        SystemdCgroup = {expected}\n        other = 1\n'
+
+
+def test_entrypoint_refuses_an_unknown_cgroup_driver(tmp_path):
+    script = sandboxed((ROLE / "files/u7s-entrypoint").read_text(), tmp_path)
+    result = subprocess.run(["sh", "-c", script, "u7s-entrypoint", "true"],
+                            env={"HOST_IP": "192.0.2.7", "U7S_CGROUP_DRIVER": "bogus", "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "U7S_CGROUP_DRIVER must be systemd or cgroupfs" in result.stderr
+
+
 def test_entrypoint_rewrites_kubelet_args_instead_of_appending(tmp_path):
     """Two starts of the node leave one set of flags (upstream appends at every start)."""
     script = (ROLE / "files/u7s-entrypoint").read_text()
     etc = tmp_path / "etc"
     (etc / "default").mkdir(parents=True)
     (etc / "default/kubelet").write_text("KUBELET_EXTRA_ARGS=--runtime-cgroups=/system.slice/containerd.service\n")
-    script = script.replace("/etc/", f"{etc}/")
+    script = sandboxed(script, tmp_path)
     for _start in range(2):
         subprocess.run(["sh", "-c", script, "u7s-entrypoint", "true"], env={"HOST_IP": "192.0.2.7", "PATH": "/usr/bin:/bin"}, check=True)
     assert (etc / "default/kubelet").read_text() == (

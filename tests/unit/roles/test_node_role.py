@@ -35,7 +35,7 @@ def test_custom_published_ports(inventory):
     ports = evaluate("node_published_ports", variables)
     assert ports == [{"port": 12379, "protocol": "tcp"}, {"port": 16443, "protocol": "tcp"},
                      {"port": 20250, "protocol": "tcp"}, {"port": 18472, "protocol": "udp"}]
-    assert all(type(port["port"]) is not str for port in ports)
+    assert all(isinstance(port["port"], int) for port in ports)
 
 
 def test_published_ports_are_the_ones_kubeadm_and_flannel_use():
@@ -118,3 +118,9 @@ def test_argument_spec_defaults_are_the_defaults():
         if "default" in spec:
             assert evaluate(name, variables) == spec["default"], name
     assert set(options) == set(load_vars(ROLES / "node/defaults/main.yml"))
+
+
+def test_extra_ports_are_published_under_the_same_number():
+    variables = node_variables({"node_extra_ports": [{"port": 30080, "protocol": "tcp"}]})
+    assert evaluate("node_published_port_specs", variables)[-1] == "30080:30080/tcp"
+    assert evaluate("node_published_ports", variables)[-1] == {"port": 30080, "protocol": "tcp"}

@@ -1,0 +1,216 @@
+"""End to end: the cluster site.yml brought up, checked from every host (and the controller's kubeconfig).
+
+Upstream's smoke test, adapted: a 3-replica StatefulSet behind a headless Service spread over both
+nodes, a client pod on each node that resolves and fetches every replica (so pod-to-pod traffic
+crosses hosts over VXLAN), and a NodePort Service fetched from the other host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes", reason="the kubernetes Python library is a controller requirement")
+from kubernetes import client, config  # noqa: E402  pylint: disable=wrong-import-position
+
+NAMESPACE = "default"
+APP = "dnstest"
+NODE_PORT = 30080
+TIMEOUT = 300
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("MOLECULE_SCENARIO_NAME") == "podman",
+    reason="the Podman scenario converges playbooks/hosts.yml only: no cluster to check",
+)
+
+
+def wait_for(what: str, probe, timeout: float = TIMEOUT, interval: float = 3):
+    """Return probe()'s first truthy value, or fail after timeout with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def api() -> client.ApiClient:
+    kubeconfig = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "kubeconfig")
+    assert os.path.exists(kubeconfig), "the kubeadm role wrote no kubeconfig on the controller"
+    assert os.stat(kubeconfig).st_mode & 0o077 == 0, "the controller's kubeconfig is readable by others"
+    return config.new_client_from_config(config_file=kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def core(api) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture
+def node_name(hostvars) -> str:
+    return f"u7s-{hostvars['inventory_hostname']}"
+
+
+@pytest.fixture(scope="session")
+def busybox_image(core) -> str:
+    """The busybox image the offline images preload in every node (no registry is reachable)."""
+    images = {tag for node in core.list_node().items for image in node.status.images or [] for tag in image.names or []}
+    refs = sorted(ref for ref in images if ref.startswith("localhost/u7s/busybox:"))
+    assert refs, f"no localhost/u7s/busybox image in the nodes: {sorted(images)}"
+    return refs[-1]
+
+
+@pytest.fixture(scope="session")
+def workload(core, api, busybox_image):
+    """The smoke-test workload, on both nodes (the control-plane taint lifted for the test)."""
+    apps = client.AppsV1Api(api)
+    tainted = []
+    for node in core.list_node().items:
+        taints = node.spec.taints or []
+        if any(t.key == CONTROL_PLANE_TAINT for t in taints):
+            tainted.append(node.metadata.name)
+            core.patch_node(node.metadata.name, {"spec": {"taints": [
+                t.to_dict() for t in taints if t.key != CONTROL_PLANE_TAINT]}})
+    labels = {"run": APP}
+    core.create_namespaced_service(NAMESPACE, {
+        "metadata": {"name": APP, "labels": labels},
+        "spec": {"clusterIP": "None", "selector": labels, "ports": [{"name": "http", "port": 80}]},
+    })
+    core.create_namespaced_service(NAMESPACE, {
+        "metadata": {"name": f"{APP}-nodeport", "labels": labels},
+        "spec": {"type": "NodePort", "selector": labels,
+                 "ports": [{"port": 80, "targetPort": 80, "nodePort": NODE_PORT}]},
+    })
+    apps.create_namespaced_stateful_set(NAMESPACE, {
+        "metadata": {"name": APP},
+        "spec": {
+            "serviceName": APP, "replicas": 3, "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                                   "whenUnsatisfiable": "DoNotSchedule",
+                                                   "labelSelector": {"matchLabels": labels}}],
+                    "containers": [{
+                        "name": "web", "image": busybox_image, "imagePullPolicy": "Never",
+                        "command": ["sh", "-c",
+                                    'mkdir -p /www && echo "hello from $(hostname)" > /www/index.html '
+                                    "&& exec httpd -f -p 80 -h /www"],
+                        "ports": [{"containerPort": 80}],
+                        "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 2},
+                    }],
+                },
+            },
+        },
+    })
+    try:
+        wait_for("3 ready dnstest replicas", lambda: (
+            apps.read_namespaced_stateful_set(APP, NAMESPACE).status.ready_replicas or 0) == 3)
+        pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"run={APP}").items
+        yield {pod.metadata.name: pod.spec.node_name for pod in pods}
+    finally:
+        apps.delete_namespaced_stateful_set(APP, NAMESPACE)
+        core.delete_namespaced_service(APP, NAMESPACE)
+        core.delete_namespaced_service(f"{APP}-nodeport", NAMESPACE)
+        for name in tainted:
+            taints = core.read_node(name).spec.taints or []
+            core.patch_node(name, {"spec": {"taints": [t.to_dict() for t in taints]
+                                            + [{"key": CONTROL_PLANE_TAINT, "effect": "NoSchedule"}]}})
+
+
+def run_pod(core, node: str, image: str, script: str) -> tuple[str, str]:
+    """Run a one-shot pod on node; return its phase and log."""
+    name = f"client-{uuid.uuid4().hex[:8]}"
+    core.create_namespaced_pod(NAMESPACE, {
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "restartPolicy": "Never",
+                 "containers": [{"name": "client", "image": image, "imagePullPolicy": "Never",
+                                 "command": ["sh", "-c", script]}]},
+    })
+    try:
+        phase = wait_for(f"pod {name} to finish", lambda: (
+            core.read_namespaced_pod(name, NAMESPACE).status.phase in ("Succeeded", "Failed")
+            and core.read_namespaced_pod(name, NAMESPACE).status.phase))
+        return phase, core.read_namespaced_pod_log(name, NAMESPACE)
+    finally:
+        core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
+
+
+def test_node_is_ready_with_its_host_address(core, node_name, hostvars):
+    node = core.read_node(node_name)
+    ready = [c.status for c in node.status.conditions if c.type == "Ready"]
+    assert ready == ["True"], node.status.conditions
+    external = [a.address for a in node.status.addresses if a.type == "ExternalIP"]
+    assert external == [hostvars["ansible_host"]]
+    taints = {t.key for t in node.spec.taints or []}
+    assert not taints & {"node.cloudprovider.kubernetes.io/uninitialized", "u7s.cluster/external-ip-pending"}
+    # flannel took the host's address as its VXLAN endpoint.
+    assert node.metadata.annotations["flannel.alpha.coreos.com/public-ip"] == hostvars["ansible_host"]
+
+
+def test_kubelet_and_engine_do_not_run_as_root(host, cluster_user):
+    uid = host.user(cluster_user).uid
+    for process in ("kubelet", "containerd", "dockerd", "rootlesskit"):
+        owners = {int(p.euid) for p in host.process.filter(comm=process)}
+        if process in ("kubelet", "containerd"):
+            assert owners, f"no {process} process on the host"
+        assert 0 not in owners, f"{process} runs as root: {owners}"
+    # The node's root is the user's subordinate range (or the user itself), never uid 0.
+    kubelet_uids = {int(p.euid) for p in host.process.filter(comm="kubelet")}
+    assert all(u == uid or u >= 65536 for u in kubelet_uids), kubelet_uids
+
+
+def test_statefulset_spreads_over_both_nodes(workload):
+    assert len(set(workload.values())) == 2, workload
+
+
+def test_pods_resolve_and_reach_every_replica_from_this_node(core, workload, node_name, busybox_image):
+    # At least one replica lives on the other host: its traffic crosses VXLAN.
+    assert any(node != node_name for node in workload.values()), workload
+    script = "set -e; for i in 0 1 2; do " \
+             f"h={APP}-$i.{APP}.{NAMESPACE}.svc.cluster.local; nslookup $h; wget -q -T 10 -O- http://$h; done"
+    phase, log = run_pod(core, node_name, busybox_image, script)
+    assert phase == "Succeeded", log
+    for pod in workload:
+        assert f"hello from {pod}" in log, log
+
+
+def test_nodeport_answers_the_other_host(workload, other_host, hostvars):
+    url = f"http://{hostvars['ansible_host']}:{NODE_PORT}/"
+    fetch = "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
+    answers = set()
+    for _attempt in range(6):
+        result = other_host.run(f"python3 -c {json.dumps(fetch)} {url}")
+        assert result.rc == 0, result.stderr
+        answers.add(result.stdout.strip())
+    assert answers and all(a.startswith(f"hello from {APP}-") for a in answers), answers
+
+
+def test_vxlan_checksum_offload_is_off(as_user, engine):
+    result = as_user(f"{engine} exec u7s-node ethtool --show-offload flannel.1")
+    assert result.rc == 0, result.stderr
+    assert "tx-checksum-ip-generic: off" in result.stdout, result.stdout
+
+
+def test_no_join_token_left_on_the_host(host, cluster_user):
+    home = host.user(cluster_user).home
+    assert not host.file(f"{home}/.config/u7s/node/kubeadm-join.yaml").exists
+
+
+def test_kubectl_for_the_user_only_on_the_control_plane(host, hostvars, as_user, node_name):
+    wrapper = f"{host.user(hostvars.get('u7s_user', 'u7s')).home}/.local/bin/kubectl"
+    if "control_plane" in hostvars["group_names"]:
+        result = as_user(f"{wrapper} get nodes -o name")
+        assert result.rc == 0, result.stderr
+        assert f"node/{node_name}" in result.stdout.split()
+        assert len(result.stdout.split()) == 2, result.stdout
+    else:
+        assert not host.file(wrapper).exists
