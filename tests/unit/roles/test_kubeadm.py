@@ -269,6 +269,8 @@ def test_kubectl_wrapper_for_docker_and_podman():
     podman = render_role_template("kubeadm", "kubectl.sh.j2",
                                   kubeadm_variables(node_facts={**HOST1, "engine": "podman", "container": "n1"}))
     assert "DOCKER_HOST" not in podman
+    assert "export XDG_RUNTIME_DIR=/run/user/1001\n" in podman
+    assert "XDG_RUNTIME_DIR" not in docker
     assert podman.rstrip().endswith("exec podman exec -i $tty n1 kubectl \"$@\"")
 
 
