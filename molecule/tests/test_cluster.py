@@ -23,11 +23,6 @@ NODE_PORT = 30080
 TIMEOUT = 300
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("MOLECULE_SCENARIO_NAME") == "podman",
-    reason="the Podman scenario converges playbooks/hosts.yml only: no cluster to check",
-)
-
 
 def wait_for(what: str, probe, timeout: float = TIMEOUT, interval: float = 3):
     """Return probe()'s first truthy value, or fail after timeout with the last value seen."""
@@ -158,7 +153,7 @@ def test_node_is_ready_with_its_host_address(core, node_name, hostvars):
 
 def test_kubelet_and_engine_do_not_run_as_root(host, cluster_user):
     uid = host.user(cluster_user).uid
-    for process in ("kubelet", "containerd", "dockerd", "rootlesskit"):
+    for process in ("kubelet", "containerd", "dockerd", "rootlesskit", "conmon", "podman"):
         owners = {int(p.euid) for p in host.process.filter(comm=process)}
         if process in ("kubelet", "containerd"):
             assert owners, f"no {process} process on the host"
