@@ -8,59 +8,21 @@ crosses hosts over VXLAN), and a NodePort Service fetched from the other host.
 from __future__ import annotations
 
 import json
-import os
-import time
-import uuid
 
 import pytest
 
-kubernetes = pytest.importorskip("kubernetes", reason="the kubernetes Python library is a controller requirement")
-from kubernetes import client, config  # noqa: E402  pylint: disable=wrong-import-position
+from cluster_helpers import NAMESPACE, run_pod, wait_for
 
-NAMESPACE = "default"
+client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
+
 APP = "dnstest"
 NODE_PORT = 30080
-TIMEOUT = 300
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
-
-
-def wait_for(what: str, probe, timeout: float = TIMEOUT, interval: float = 3):
-    """Return probe()'s first truthy value, or fail after timeout with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-@pytest.fixture(scope="session")
-def api() -> client.ApiClient:
-    kubeconfig = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "kubeconfig")
-    assert os.path.exists(kubeconfig), "the kubeadm role wrote no kubeconfig on the controller"
-    assert os.stat(kubeconfig).st_mode & 0o077 == 0, "the controller's kubeconfig is readable by others"
-    return config.new_client_from_config(config_file=kubeconfig)
-
-
-@pytest.fixture(scope="session")
-def core(api) -> client.CoreV1Api:
-    return client.CoreV1Api(api)
 
 
 @pytest.fixture
 def node_name(hostvars) -> str:
     return f"u7s-{hostvars['inventory_hostname']}"
-
-
-@pytest.fixture(scope="session")
-def busybox_image(core) -> str:
-    """The busybox image the offline images preload in every node (no registry is reachable)."""
-    images = {tag for node in core.list_node().items for image in node.status.images or [] for tag in image.names or []}
-    refs = sorted(ref for ref in images if ref.startswith("localhost/u7s/busybox:"))
-    assert refs, f"no localhost/u7s/busybox image in the nodes: {sorted(images)}"
-    return refs[-1]
 
 
 @pytest.fixture(scope="session")
@@ -119,24 +81,6 @@ def workload(core, api, busybox_image):
             taints = core.read_node(name).spec.taints or []
             core.patch_node(name, {"spec": {"taints": [t.to_dict() for t in taints]
                                             + [{"key": CONTROL_PLANE_TAINT, "effect": "NoSchedule"}]}})
-
-
-def run_pod(core, node: str, image: str, script: str) -> tuple[str, str]:
-    """Run a one-shot pod on node; return its phase and log."""
-    name = f"client-{uuid.uuid4().hex[:8]}"
-    core.create_namespaced_pod(NAMESPACE, {
-        "metadata": {"name": name},
-        "spec": {"nodeName": node, "restartPolicy": "Never",
-                 "containers": [{"name": "client", "image": image, "imagePullPolicy": "Never",
-                                 "command": ["sh", "-c", script]}]},
-    })
-    try:
-        phase = wait_for(f"pod {name} to finish", lambda: (
-            core.read_namespaced_pod(name, NAMESPACE).status.phase in ("Succeeded", "Failed")
-            and core.read_namespaced_pod(name, NAMESPACE).status.phase))
-        return phase, core.read_namespaced_pod_log(name, NAMESPACE)
-    finally:
-        core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
 
 
 def test_node_is_ready_with_its_host_address(core, node_name, hostvars):
