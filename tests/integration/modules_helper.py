@@ -1,21 +1,24 @@
 # Copyright (c) u7s.cluster developers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
-"""Run a module's main() in-process, as tests/unit/plugins/modules/conftest.py does, for integration tests."""
+"""Run a Kubernetes API module in-process against the kube_api fixture's server."""
 
 from __future__ import annotations
 
-import json
 import typing as t
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from module_runner import run_module
+
+from apiserver.server import KubeAPI
+
+Run = t.Callable[..., t.Dict[str, t.Any]]
 
 
-def run_module(main: t.Callable[[], None], args: dict[str, t.Any], capsys: pytest.CaptureFixture[str]) -> dict[str, t.Any]:
-    """The module's JSON result, failed or not; _ansible_check_mode and _ansible_diff go in args."""
-    capsys.readouterr()  # drop earlier output
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            main()
-    return json.loads(capsys.readouterr().out)
+def kube_module_runner(main: t.Callable[[], None], kube_api: KubeAPI, capsys: pytest.CaptureFixture[str]) -> Run:
+    """run(**args) -> the module's result, with the fixture's admin kubeconfig unless args name another."""
+    def run(**args: t.Any) -> dict[str, t.Any]:
+        args.setdefault("kubeconfig", str(kube_api.kubeconfig))
+        return run_module(main, args, capsys)
+
+    return run

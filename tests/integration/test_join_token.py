@@ -13,7 +13,7 @@ import string
 import subprocess
 import time
 import typing as t
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +22,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from apiserver.server import KubeAPI
-from modules_helper import run_module
+from modules_helper import Run, kube_module_runner
 
 from ansible_collections.u7s.cluster.plugins.modules import join_token
 
 NODE_GROUP = "system:bootstrappers:kubeadm:default-node-token"
 TOKEN_TYPE = "bootstrap.kubernetes.io/token"
 
-Run = Callable[..., t.Dict[str, t.Any]]
 
 
 def delete_all_tokens(core: client.CoreV1Api) -> None:
@@ -82,11 +81,7 @@ def cluster_info(kube_api: KubeAPI, core: client.CoreV1Api) -> Iterator[client.V
 
 @pytest.fixture
 def run(kube_api: KubeAPI, capsys: pytest.CaptureFixture[str]) -> Run:
-    def run_(**args: t.Any) -> dict[str, t.Any]:
-        args.setdefault("kubeconfig", str(kube_api.kubeconfig))
-        return run_module(join_token.main, args, capsys)
-
-    return run_
+    return kube_module_runner(join_token.main, kube_api, capsys)
 
 
 def decoded(secret: client.V1Secret) -> dict[str, str]:

@@ -8,14 +8,14 @@ from __future__ import annotations
 import secrets
 import threading
 import typing as t
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from apiserver.server import KubeAPI
-from modules_helper import run_module
+from modules_helper import Run, kube_module_runner
 
 from ansible_collections.u7s.cluster.plugins.modules import node_addresses
 
@@ -23,7 +23,6 @@ UNINITIALIZED = "node.cloudprovider.kubernetes.io/uninitialized"
 KEEP = "example.com/dedicated"
 FLANNEL = "flannel.alpha.coreos.com/public-ip-overwrite"
 
-Run = Callable[..., t.Dict[str, t.Any]]
 
 
 class Nodes:
@@ -73,11 +72,7 @@ def nodes(core: client.CoreV1Api) -> Iterator[Nodes]:
 
 @pytest.fixture
 def run(kube_api: KubeAPI, capsys: pytest.CaptureFixture[str]) -> Run:
-    def run_(**args: t.Any) -> dict[str, t.Any]:
-        args.setdefault("kubeconfig", str(kube_api.kubeconfig))
-        return run_module(node_addresses.main, args, capsys)
-
-    return run_
+    return kube_module_runner(node_addresses.main, kube_api, capsys)
 
 
 def addresses(core: client.CoreV1Api, name: str) -> list[tuple[str, str]]:

@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-import json
 import typing as t
 
 import pytest
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.testing import patch_module_args
+from module_runner import run_module as run_module_main
 
 ModuleRunner = t.Callable[[t.Callable[[], None], t.Dict[str, t.Any]], t.Dict[str, t.Any]]
 
@@ -22,10 +21,7 @@ def run_module(capsys: pytest.CaptureFixture[str]) -> ModuleRunner:
     Special arguments such as _ansible_check_mode and _ansible_diff go in args.
     """
     def run(main: t.Callable[[], None], args: dict[str, t.Any]) -> dict[str, t.Any]:
-        with patch_module_args(args):
-            with pytest.raises(SystemExit):
-                main()
-        return json.loads(capsys.readouterr().out)
+        return run_module_main(main, args, capsys)
 
     return run
 
