@@ -12,7 +12,6 @@ import secrets
 import string
 import subprocess
 import time
-import typing as t
 from collections.abc import Iterator
 from pathlib import Path
 
