@@ -42,19 +42,9 @@ options:
       - The C(host:port) to return as RV(api_server_endpoint) instead of the server named in C(cluster-info),
         for example a load balancer in front of the control plane.
     type: str
-  kubeconfig:
-    description:
-      - Path of the kubeconfig to reach the API server with; needs to get the C(cluster-info) ConfigMap in
-        C(kube-public) and to list and create Secrets in C(kube-system), as the C(admin.conf) of kubeadm can.
-      - When not set, the E(K8S_AUTH_KUBECONFIG) environment variable, else the default of the kubernetes
-        Python library (E(KUBECONFIG), else C(~/.kube/config)).
-    type: path
-  context:
-    description:
-      - Context of the kubeconfig to use; the current context when not set (or E(K8S_AUTH_CONTEXT)).
-    type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - u7s.cluster.kube
 attributes:
   check_mode:
     support: full
@@ -66,7 +56,6 @@ attributes:
   platform:
     platforms: posix
 requirements:
-  - kubernetes (Python library)
   - cryptography (Python library)
 notes:
   - RV(token) is a credential that lets anyone who can reach the API server register a node until it
@@ -75,10 +64,8 @@ notes:
   - C(kubeadm join) checks the token against the JWS signature that the bootstrap signer of
     C(kube-controller-manager) adds to C(cluster-info) for each signing token, shortly after the token
     is created.
-  - API errors fail the module with the HTTP status and the API server's message.
-  - The proxy for the API server follows kubectl. A C(proxy-url) in the kubeconfig is used as is.
-    Otherwise E(HTTPS_PROXY) applies unless E(NO_PROXY) matches the server, and a server on a loopback
-    address is reached directly.
+  - The kubeconfig needs to get the C(cluster-info) ConfigMap in C(kube-public) and to list and create
+    Secrets in C(kube-system).
 seealso:
   - name: Authenticating with bootstrap tokens
     description: The Secret format of bootstrap tokens.

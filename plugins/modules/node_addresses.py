@@ -59,19 +59,9 @@ options:
       - With C(0), a node that does not exist fails the module at once.
     type: int
     default: 0
-  kubeconfig:
-    description:
-      - Path of the kubeconfig to reach the API server with; needs to get and patch Nodes and their status,
-        as the C(admin.conf) of kubeadm can.
-      - When not set, the E(K8S_AUTH_KUBECONFIG) environment variable, else the default of the kubernetes
-        Python library (E(KUBECONFIG), else C(~/.kube/config)).
-    type: path
-  context:
-    description:
-      - Context of the kubeconfig to use; the current context when not set (or E(K8S_AUTH_CONTEXT)).
-    type: str
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - u7s.cluster.kube
 attributes:
   check_mode:
     support: full
@@ -83,16 +73,11 @@ attributes:
         C(addresses), C(annotation) and C(taints).
   platform:
     platforms: posix
-requirements:
-  - kubernetes (Python library)
 notes:
   - When the kubelet runs with C(--cloud-provider=external), it leaves C(status.addresses) to a cloud
     controller; this module is that controller's stand-in. A kubelet without that flag recomputes its
     addresses and may drop the C(ExternalIP) entry again.
-  - API errors fail the module with the HTTP status and the API server's message.
-  - The proxy for the API server follows kubectl. A C(proxy-url) in the kubeconfig is used as is.
-    Otherwise E(HTTPS_PROXY) applies unless E(NO_PROXY) matches the server, and a server on a loopback
-    address is reached directly.
+  - The kubeconfig needs to get and patch Nodes and their status.
 seealso:
   - name: Node addresses
     description: The address types of a Node.

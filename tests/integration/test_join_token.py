@@ -29,7 +29,6 @@ NODE_GROUP = "system:bootstrappers:kubeadm:default-node-token"
 TOKEN_TYPE = "bootstrap.kubernetes.io/token"
 
 
-
 def delete_all_tokens(core: client.CoreV1Api) -> None:
     """Bootstrap tokens exist on this throwaway API server only because tests made them."""
     for item in core.list_namespaced_secret("kube-system", field_selector="type=" + TOKEN_TYPE).items:

@@ -24,7 +24,6 @@ KEEP = "example.com/dedicated"
 FLANNEL = "flannel.alpha.coreos.com/public-ip-overwrite"
 
 
-
 class Nodes:
     """Creates Nodes the way a kubelet with --cloud-provider=external registers; deletes them at the end."""
 
