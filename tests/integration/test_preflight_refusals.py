@@ -27,14 +27,25 @@ def fingerprint(host) -> str:
     return host.root(script).stdout
 
 
-def test_missing_user_is_refused_before_any_change(testbed_host, run_playbook):
-    before = fingerprint(testbed_host)
-    result = run_playbook({"u7s_user": "ghost", "host_prereqs_user_create": False})
-    assert result.returncode != 0
-    assert f"Preflight failed on {testbed_host.name}" in result.stdout
-    assert "ghost" in result.stdout
-    assert "host_prereqs_user_create" in result.stdout  # the fix is named
-    assert fingerprint(testbed_host) == before
+@pytest.fixture
+def refused(testbed_host, run_playbook):
+    """refused(extra_vars) -> the play's output, once it has failed and left the host exactly as it was."""
+
+    def run(extra_vars: dict) -> str:
+        before = fingerprint(testbed_host)
+        result = run_playbook(extra_vars)
+        assert result.returncode != 0, result.stdout
+        assert fingerprint(testbed_host) == before
+        return result.stdout
+
+    return run
+
+
+def test_missing_user_is_refused_before_any_change(testbed_host, refused):
+    output = refused({"u7s_user": "ghost", "host_prereqs_user_create": False})
+    assert f"Preflight failed on {testbed_host.name}" in output
+    assert "ghost" in output
+    assert "host_prereqs_user_create" in output  # the fix is named
 
 
 @pytest.fixture
@@ -49,46 +60,31 @@ def overlapping_user(testbed_host):
     testbed_host.root("userdel -r other; userdel -r u7s; : > /etc/subuid; : > /etc/subgid")
 
 
-def test_overlapping_subuid_range_is_refused_before_any_change(testbed_host, run_playbook, overlapping_user):
-    before = fingerprint(testbed_host)
-    result = run_playbook({})
-    assert result.returncode != 0
-    assert f"Preflight failed on {testbed_host.name}" in result.stdout
-    assert "/etc/subuid" in result.stdout and "other" in result.stdout
-    assert fingerprint(testbed_host) == before
+def test_overlapping_subuid_range_is_refused_before_any_change(testbed_host, refused, overlapping_user):
+    output = refused({})
+    assert f"Preflight failed on {testbed_host.name}" in output
+    assert "/etc/subuid" in output and "other" in output
 
 
-def test_nerdctl_is_refused_before_any_change(testbed_host, run_playbook):
-    before = fingerprint(testbed_host)
-    result = run_playbook({"u7s_engine": "nerdctl"})
-    assert result.returncode != 0
-    assert "u7s_engine=nerdctl is not supported yet" in result.stdout
-    assert fingerprint(testbed_host) == before
+def test_nerdctl_is_refused_before_any_change(refused):
+    output = refused({"u7s_engine": "nerdctl"})
+    assert "u7s_engine=nerdctl is not supported yet" in output
 
 
-def test_unknown_engine_is_refused_by_the_argument_spec(testbed_host, run_playbook):
-    before = fingerprint(testbed_host)
-    result = run_playbook({"u7s_engine": "lxc"})
-    assert result.returncode != 0
-    assert "rootless_runtime_engine" in result.stdout and "lxc" in result.stdout
-    assert fingerprint(testbed_host) == before
+def test_unknown_engine_is_refused_by_the_argument_spec(refused):
+    output = refused({"u7s_engine": "lxc"})
+    assert "rootless_runtime_engine" in output and "lxc" in output
 
 
-def test_host_address_that_is_not_the_hosts_is_refused_before_any_change(testbed_host, run_playbook):
-    before = fingerprint(testbed_host)
-    result = run_playbook({"node_host_ip": "192.0.2.99"})
-    assert result.returncode != 0
-    assert "192.0.2.99 is not one of its addresses" in " ".join(result.stdout.split())
-    assert "node_host_ip" in result.stdout
-    assert fingerprint(testbed_host) == before
+def test_host_address_that_is_not_the_hosts_is_refused_before_any_change(refused):
+    output = refused({"node_host_ip": "192.0.2.99"})
+    assert "192.0.2.99 is not one of its addresses" in " ".join(output.split())
+    assert "node_host_ip" in output
 
 
-def test_node_subnet_inside_the_pod_network_is_refused_before_any_change(testbed_host, run_playbook):
-    before = fingerprint(testbed_host)
-    result = run_playbook({"node_subnet": "10.244.5.0/24"})
-    assert result.returncode != 0
-    assert "10.244.5.0/24 overlaps the reserved range 10.244.0.0/16" in " ".join(result.stdout.split())
-    assert fingerprint(testbed_host) == before
+def test_node_subnet_inside_the_pod_network_is_refused_before_any_change(refused):
+    output = refused({"node_subnet": "10.244.5.0/24"})
+    assert "10.244.5.0/24 overlaps the reserved range 10.244.0.0/16" in " ".join(output.split())
 
 
 @pytest.fixture
@@ -103,10 +99,7 @@ def apiserver_port_taken(testbed_host):
     testbed_host.root("pkill -f 'time.sleep(3600)' || true")
 
 
-def test_port_held_by_another_account_is_refused_before_any_change(testbed_host, run_playbook, apiserver_port_taken):
-    before = fingerprint(testbed_host)
-    result = run_playbook({})
-    assert result.returncode != 0
-    assert "port 6443/tcp is held by root" in " ".join(result.stdout.split())
-    assert "u7s_port_apiserver" in result.stdout  # the fix is named
-    assert fingerprint(testbed_host) == before
+def test_port_held_by_another_account_is_refused_before_any_change(refused, apiserver_port_taken):
+    output = refused({})
+    assert "port 6443/tcp is held by root" in " ".join(output.split())
+    assert "u7s_port_apiserver" in output  # the fix is named
