@@ -209,12 +209,20 @@ def _user_problems(facts: t.Mapping[str, t.Any], options: t.Mapping[str, t.Any])
 
 
 def _subid_problems(facts: t.Mapping[str, t.Any], options: t.Mapping[str, t.Any]) -> list[str]:
+    count = _as_int(options["subid_count"])
+    if count is None or count < DEFAULT_COUNT:
+        # The node's images own files up to uid 65535 (nobody/nogroup); a rootless
+        # engine maps them through the user's subordinate range.
+        return [
+            "host_prereqs_subid_count is %r; a rootless engine needs at least %d subordinate IDs (the node's "
+            "images use IDs up to %d). Fix: set host_prereqs_subid_count to %d or more."
+            % (options["subid_count"], DEFAULT_COUNT, DEFAULT_COUNT - 1, DEFAULT_COUNT)
+        ]
     user = facts.get("user") or {}
     name = user.get("name")
     if not name:
         return []
     uid = _as_int(user.get("uid"))
-    count = int(options["subid_count"])
     problems = []
     for kind in ("subuid", "subgid"):
         if facts.get(kind) is None:

@@ -58,12 +58,17 @@ def role_variables(role: str, inventory: dict | None = None, facts: dict | None 
     role defaults < inventory (group_vars, host_vars) < role vars/main.yml < facts
     (set_fact, registered results); plus the magic variables a template gets.
     """
+    Every role depends on u7s.cluster.settings, whose defaults and vars come first.
+    """
     variables: dict = {"ansible_managed": "Managed by Ansible", "inventory_dir": "/srv/inventory"}
-    variables.update(load_vars(ROLES / role / "defaults/main.yml"))
+    chain = ["settings"] if role == "settings" else ["settings", role]
+    for name in chain:
+        variables.update(load_vars(ROLES / name / "defaults/main.yml"))
     variables.update(inventory or {})
-    vars_file = ROLES / role / "vars/main.yml"
-    if vars_file.exists():
-        variables.update(load_vars(vars_file))
+    for name in chain:
+        vars_file = ROLES / name / "vars/main.yml"
+        if vars_file.exists():
+            variables.update(load_vars(vars_file))
     variables.update(facts or {})
     return variables
 

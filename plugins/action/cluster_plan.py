@@ -1,0 +1,90 @@
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+"""Action for u7s.cluster.cluster_plan (documentation in plugins/modules/cluster_plan.py)."""
+
+from __future__ import annotations
+
+import typing as t
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (
+    CONTROLLER_SETTINGS,
+    RENAMED,
+    ClusterInput,
+    plan_cluster,
+)
+
+# The settings role's entry point that declares every setting.
+SETTINGS_ENTRY_POINT = "settings"
+
+
+def _settings_role(role: t.Any) -> tuple[t.Any, dict[str, t.Any]]:
+    """The u7s.cluster.settings role (the task's own, or a dependency of it) and its settings' spec."""
+    candidates = [role, *role.get_all_dependencies()] if role is not None else []
+    for candidate in candidates:
+        specs = candidate._get_role_argspecs() or {}
+        if SETTINGS_ENTRY_POINT in specs:
+            return candidate, specs[SETTINGS_ENTRY_POINT]["options"]
+    raise AnsibleActionFail(
+        "u7s.cluster.cluster_plan runs in a role of the u7s.cluster collection (which depends on u7s.cluster.settings)."
+    )
+
+
+def _facts_of(host_vars: t.Any) -> t.Mapping[str, t.Any]:
+    facts = host_vars.get("ansible_facts") if "ansible_facts" in host_vars else None
+    return facts if isinstance(facts, t.Mapping) else {}
+
+
+class ActionModule(ActionBase):
+    """Check the whole inventory and plan every host's node, on the controller."""
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _VALID_ARGS = frozenset()
+
+    def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
+        result = super().run(tmp, task_vars)
+        del tmp
+        task_vars = task_vars or {}
+        role, spec = _settings_role(self._task._role)
+        defaults = role.get_default_vars()
+        templar = self._templar
+
+        group = templar.template(task_vars.get("u7s_cluster_group", defaults.get("u7s_cluster_group")))
+        groups = task_vars["groups"]
+        hostvars = task_vars["hostvars"]
+        members = list(groups.get(group, [])) if group in groups else []
+
+        hosts = []
+        for name in members:
+            host_vars = hostvars[name]
+            settings = {}
+            for setting in spec:
+                if setting in CONTROLLER_SETTINGS:
+                    continue
+                settings[setting] = host_vars[setting] if setting in host_vars else templar.template(defaults[setting])
+            facts = _facts_of(host_vars)
+            default_ipv4 = facts.get("default_ipv4") or {}
+            hosts.append({
+                "name": name,
+                "settings": settings,
+                "renamed": [old for old in RENAMED if old in host_vars],
+                "ansible_host": host_vars.get("ansible_host") if "ansible_host" in host_vars else None,
+                "default_ipv4": default_ipv4.get("address"),
+                "all_ipv4": facts.get("all_ipv4_addresses"),
+                "recorded_subnet": host_vars.get("settings_recorded_subnet") if "settings_recorded_subnet" in host_vars else None,
+            })
+
+        plan = plan_cluster(ClusterInput(group, groups, spec), hosts)
+        result["changed"] = False
+        result.update(plan)
+        if plan["problems"]:
+            result["failed"] = True
+            result["msg"] = (
+                "The inventory cannot make a working cluster (%d problem%s); no host was changed.\n- %s"
+                % (len(plan["problems"]), "" if len(plan["problems"]) == 1 else "s", "\n- ".join(plan["problems"]))
+            )
+        return result

@@ -1,0 +1,576 @@
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+"""The cluster model: the whole inventory checked at once, and every host's node planned.
+
+Pure logic on plain data, no I/O; the ``u7s.cluster.cluster_plan`` action
+gathers the input from the inventory and calls :func:`plan_cluster` once per
+run, on the controller.
+
+The settings are declared, typed, documented and defaulted once, in the
+``u7s.cluster.settings`` role (``defaults/main.yml``, ``meta/argument_specs.yml``);
+this module knows only what each setting means: which may differ between hosts,
+and what makes a value one the cluster cannot work with. Every problem is
+reported at once, each naming the host(s), the inventory variable and a fix
+that leaves working nodes alone.
+
+Input, one record per host of the cluster group, in inventory order::
+
+    {
+        "name": "node1",                      # inventory hostname
+        "settings": {"u7s_user": "u7s", ...}, # every setting, defaults applied, not yet checked
+        "renamed": ["node_host_ip"],          # variables set on the host that were renamed
+        "ansible_host": "192.0.2.10",         # or None
+        "default_ipv4": "192.0.2.10",         # from gathered facts; None without facts
+        "all_ipv4": ["192.0.2.10"],           # from gathered facts; None without facts
+        "recorded_subnet": "10.100.0.0/24",   # the host's existing node network; None or ""
+    }
+
+The cost is linear in the number of hosts (plus the subnet plan's n log n):
+values shared by many hosts are checked once per distinct value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import typing as t
+from collections.abc import Mapping, Sequence
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
+    NodeNetworkError,
+    plan_node_networks,
+)
+from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts
+
+# Settings that may differ from host to host; every other one must be the same
+# on every host of the cluster (one kubelet configuration, one VXLAN port, ...).
+HOST_SETTINGS = frozenset({
+    "u7s_user",
+    "u7s_engine",
+    "u7s_allow_cgroup_v1",
+    "u7s_host_ip",
+    "u7s_node_subnet",
+    "u7s_node_name",
+    "u7s_extra_ports",
+})
+# Read on the controller only (templated per host by Ansible); never compared.
+CONTROLLER_SETTINGS = frozenset({"u7s_kubeconfig"})
+
+# The ports every node publishes, by setting, with their protocol.
+NODE_PORTS = (
+    ("u7s_port_etcd", "tcp"),
+    ("u7s_port_apiserver", "tcp"),
+    ("u7s_port_kubelet", "tcp"),
+    ("u7s_port_vxlan", "udp"),
+)
+
+# Variables of earlier releases (role options), and the setting that replaced each.
+RENAMED = {
+    "host_prereqs_user": "u7s_user",
+    "rootless_runtime_user": "u7s_user",
+    "node_image_user": "u7s_user",
+    "node_user": "u7s_user",
+    "rootless_runtime_engine": "u7s_engine",
+    "node_image_engine": "u7s_engine",
+    "node_engine": "u7s_engine",
+    "host_prereqs_allow_cgroup_v1": "u7s_allow_cgroup_v1",
+    "node_cluster_group": "u7s_cluster_group",
+    "kubeadm_cluster_group": "u7s_cluster_group",
+    "kubeadm_control_plane_group": "u7s_control_plane_group",
+    "node_image_kubernetes_version": "u7s_kubernetes_version",
+    "kubeadm_kubernetes_version": "u7s_kubernetes_version",
+    "node_image_tag": "u7s_kubernetes_version",
+    "kubeadm_pod_cidr": "u7s_pod_cidr",
+    "flannel_pod_cidr": "u7s_pod_cidr",
+    "kubeadm_service_cidr": "u7s_service_cidr",
+    "kubeadm_dns_domain": "u7s_dns_domain",
+    "node_subnet_pool": "u7s_node_subnet_pool",
+    "node_subnet_prefix": "u7s_node_subnet_prefix",
+    "node_port_etcd": "u7s_port_etcd",
+    "kubeadm_port_etcd": "u7s_port_etcd",
+    "node_port_apiserver": "u7s_port_apiserver",
+    "kubeadm_port_apiserver": "u7s_port_apiserver",
+    "node_port_kubelet": "u7s_port_kubelet",
+    "kubeadm_port_kubelet": "u7s_port_kubelet",
+    "node_port_vxlan": "u7s_port_vxlan",
+    "flannel_vxlan_port": "u7s_port_vxlan",
+    "kubeadm_control_plane_endpoint": "u7s_control_plane_endpoint",
+    "kubeadm_cgroup_driver": "u7s_cgroup_driver",
+    "node_cgroup_driver": "u7s_cgroup_driver",
+    "kubeadm_kubelet_config": "u7s_kubelet_config",
+    "kubeadm_controller_kubeconfig": "u7s_kubeconfig",
+    "flannel_kubeconfig": "u7s_kubeconfig",
+    "node_host_ip": "u7s_host_ip",
+    "node_subnet": "u7s_node_subnet",
+    "node_name": "u7s_node_name",
+    "node_extra_ports": "u7s_extra_ports",
+    "node_image": "u7s_kubernetes_version",
+}
+
+ENGINES_NOT_YET = {"nerdctl": "it arrives with the bypass4netns role"}
+# useradd's rule (shadow-utils), and what the collection's roles can quote safely.
+USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+KUBERNETES_VERSION = re.compile(r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+HOST_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+# The kubelet's default node CIDR mask (kube-controller-manager --node-cidr-mask-size).
+NODE_POD_PREFIX = 24
+# kube-apiserver refuses a larger IPv4 service range.
+MAX_SERVICE_PREFIX = 12
+# The service range must hold the API service (.1) and cluster DNS (.10).
+MIN_SERVICE_SIZE_PREFIX = 28
+# How many host names a message lists before it counts the rest.
+NAMES_SHOWN = 5
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def describe_hosts(names: Sequence[str]) -> str:
+    """'host a', 'hosts a, b' or 'hosts a, b, ... (and 9995 more)'."""
+    shown = ", ".join(names[:NAMES_SHOWN])
+    more = " (and %d more)" % (len(names) - NAMES_SHOWN) if len(names) > NAMES_SHOWN else ""
+    return ("host " if len(names) == 1 else "hosts ") + shown + more
+
+
+class ClusterInput(t.NamedTuple):
+    """What the action gathered about the cluster as a whole."""
+
+    cluster_group: str
+    groups: Mapping[str, Sequence[str]]
+    spec: Mapping[str, Mapping[str, t.Any]]
+
+
+class _Problems:
+    """Problems in the order found; the same text once."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self._seen: set[str] = set()
+
+    def add(self, text: str) -> None:
+        if text not in self._seen:
+            self._seen.add(text)
+            self.items.append(text)
+
+
+def _key(value: t.Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class _Coercer:
+    """Type checks of the settings against their declared spec, once per distinct value."""
+
+    def __init__(self, spec: Mapping[str, Mapping[str, t.Any]]) -> None:
+        self._validators = {name: ArgumentSpecValidator({name: dict(option)}) for name, option in spec.items()}
+        self._cache: dict[tuple[str, str], tuple[t.Any, str | None]] = {}
+
+    def coerce(self, name: str, value: t.Any) -> tuple[t.Any, str | None]:
+        """The value as its declared type, or None and the reason it is not one."""
+        key = (name, _key(value))
+        found = self._cache.get(key)
+        if found is None:
+            validator = self._validators.get(name)
+            if validator is None:
+                found = (value, None)
+            else:
+                result = validator.validate({name: value})
+                if result.error_messages:
+                    found = (None, "; ".join(_plain_type_error(name, message) for message in result.error_messages))
+                else:
+                    found = (result.validated_parameters[name], None)
+            self._cache[key] = found
+        return found
+
+
+def _plain_type_error(name: str, message: str) -> str:
+    """ArgumentSpecValidator's message without Python's type names."""
+    match = re.search(r"is of type (?:<class ')?(\w+)'?>? and we were unable to convert to (\w+)", message)
+    if match:
+        return "must be of type %s, got a %s" % (match.group(2), match.group(1))
+    return message.replace("argument '%s' " % name, "").replace("value of %s " % name, "")
+
+
+def _network(value: t.Any) -> ipaddress.IPv4Network | str:
+    """An IPv4 network, or why the value is not one."""
+    if isinstance(value, (list, tuple)):
+        return "is a list; the cluster is IPv4 only, so give one network such as 10.244.0.0/16"
+    text = str(value).strip()
+    if "," in text:
+        return "holds several networks (%s); the cluster is IPv4 only, so give one" % text
+    if "/" not in text:
+        return "is not a network in CIDR notation such as 10.244.0.0/16"
+    try:
+        network = ipaddress.ip_network(text)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return "is not a network in CIDR notation such as 10.244.0.0/16"
+        return "has host bits set; did you mean %s?" % loose
+    if not isinstance(network, ipaddress.IPv4Network):
+        return "is an IPv6 network; the cluster is IPv4 only"
+    return network
+
+
+def _endpoint_problem(value: str) -> str | None:
+    if value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        return "must be host:port (for example api.example.org:6443), got %r" % value
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return "has port %r; a port is an integer from 1 to 65535" % port
+    if host.startswith("[") and host.endswith("]"):
+        return "names an IPv6 address; the cluster is IPv4 only"
+    if not HOST_NAME.match(host):
+        return "has host %r, which is neither an IPv4 address nor a DNS name" % host
+    return None
+
+
+def _dns_domain_problem(value: str) -> str | None:
+    labels = value.split(".")
+    if not value or len(value) > 253 or not all(DNS_LABEL.match(label) for label in labels):
+        return ("%r is not a DNS domain (lower case labels of letters, digits and '-', separated by dots)"
+                % value)
+    return None
+
+
+def _user_problem(value: str) -> str | None:
+    if value == "root":
+        return "is root; Usernetes runs as an unprivileged user"
+    if not USER_NAME.match(value):
+        return ("%r is not a valid user name (a lower case letter or '_', then up to 31 lower case letters, "
+                "digits, '_' or '-')" % value)
+    return None
+
+
+def default_node_name(inventory_hostname: str) -> str:
+    """u7s-<inventory hostname>, lower case, other characters as '-'."""
+    return "u7s-" + re.sub(r"[^a-z0-9-]", "-", inventory_hostname.lower())
+
+
+def _extra_ports(value: t.Any, host: str) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """(variable[index], port, protocol) for each entry, and the problems."""
+    fix = " Fix: set u7s_extra_ports on host %s to a list such as [{port: 30080, protocol: tcp}]." % host
+    ports: list[tuple[str, int, str]] = []
+    problems = []
+    for index, entry in enumerate(value):
+        label = "u7s_extra_ports[%d]" % index
+        if not isinstance(entry, Mapping) or "port" not in entry:
+            problems.append("Host %s: %s is %r, not a {port, protocol} entry.%s" % (host, label, entry, fix))
+            continue
+        port = entry["port"]
+        protocol = str(entry.get("protocol", "tcp")).lower()
+        number = int(port) if isinstance(port, int) and not isinstance(port, bool) else (
+            int(port) if isinstance(port, str) and port.strip().isdigit() else None)
+        if number is None or not 1 <= number <= 65535:
+            problems.append("Host %s: %s has port %r; a port is an integer from 1 to 65535.%s"
+                            % (host, label, port, fix))
+            continue
+        if protocol not in ("tcp", "udp"):
+            problems.append("Host %s: %s has protocol %r; it must be tcp or udp.%s"
+                            % (host, label, entry.get("protocol"), fix))
+            continue
+        ports.append((label, number, protocol))
+    return ports, problems
+
+
+def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> dict[str, t.Any]:
+    """Check the cluster and plan every host's node.
+
+    Returns ``{"problems": [...], "settings": {...}, "control_plane": name, "hosts": {name: {...}}}``;
+    ``hosts`` and ``settings`` are only complete when ``problems`` is empty.
+    """
+    problems = _Problems()
+    group = model.cluster_group
+    names = [host["name"] for host in hosts]
+    if group not in model.groups:
+        problems.add(
+            "The inventory has no group %s, which u7s_cluster_group names as the group of every cluster host. "
+            "Fix: put the cluster's hosts in a group %s (with the children control_plane and workers), "
+            "or set u7s_cluster_group to the group that holds them." % (group, group))
+    elif not names:
+        problems.add(
+            "The group %s (u7s_cluster_group) holds no host. Fix: add the cluster's hosts to it." % group)
+    if problems.items:
+        return {"problems": problems.items, "settings": {}, "control_plane": None, "hosts": {}}
+
+    coercer = _Coercer(model.spec)
+    resolved: dict[str, dict[str, t.Any]] = {}
+
+    # Renamed variables, and every setting's type.
+    renamed: dict[str, list[str]] = {}
+    for host in hosts:
+        for old in host.get("renamed") or ():
+            renamed.setdefault(old, []).append(host["name"])
+    for old, where in renamed.items():
+        problems.add(
+            "%s: %s is set, but the collection no longer reads it. Fix: rename it to %s "
+            "(one name for the whole cluster; see `ansible-doc -t role u7s.cluster.settings`)."
+            % (_sentence(describe_hosts(where)), old, RENAMED.get(old, "the setting that replaced it")))
+
+    type_errors: dict[tuple[str, str], list[str]] = {}
+    for host in hosts:
+        values = {}
+        for name, raw in host["settings"].items():
+            value, error = coercer.coerce(name, raw)
+            if error is not None:
+                type_errors.setdefault((name, "%s (got %r)" % (error, raw)), []).append(host["name"])
+            values[name] = value
+        resolved[host["name"]] = values
+    for (name, error), where in type_errors.items():
+        problems.add("%s: %s %s. Fix: correct %s in the inventory."
+                     % (_sentence(describe_hosts(where)), name, error, name))
+    if type_errors:
+        # The checks below need every value of its declared type.
+        return {"problems": problems.items, "settings": {}, "control_plane": None, "hosts": {}}
+
+    # Cluster-wide settings: the same everywhere.
+    first = resolved[names[0]]
+    cluster = {name: value for name, value in first.items() if name not in HOST_SETTINGS}
+    for name in sorted(cluster):
+        if name in CONTROLLER_SETTINGS:
+            continue
+        by_value: dict[str, list[str]] = {}
+        for host_name in names:
+            by_value.setdefault(_key(resolved[host_name].get(name)), []).append(host_name)
+        if len(by_value) > 1:
+            variants = "; ".join("%s on %s" % (value, describe_hosts(where)) for value, where in by_value.items())
+            problems.add(
+                "%s must be the same on every host of %s (joined kubelets take the control plane's configuration, "
+                "and the cluster has one network plan), but it is %s. Fix: set it once in group_vars/%s.yml, "
+                "not per host." % (name, group, variants, group))
+
+    _check_cluster_values(cluster, problems)
+    control_plane = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
+
+    # Per host: user, engine, node name, address, extra ports.
+    node_names: dict[str, list[str]] = {}
+    addresses: dict[str, str] = {}
+    extra: dict[str, list[tuple[str, int, str]]] = {}
+    checked_users: dict[str, str | None] = {}
+    for host in hosts:
+        name = host["name"]
+        values = resolved[name]
+        user = values["u7s_user"]
+        if user not in checked_users:
+            checked_users[user] = _user_problem(user)
+        if checked_users[user]:
+            problems.add("Host %s: u7s_user %s. Fix: set u7s_user to an unprivileged account name such as u7s."
+                         % (name, checked_users[user]))
+        if values["u7s_engine"] in ENGINES_NOT_YET:
+            problems.add("Host %s: u7s_engine=%s is not supported yet (%s). Fix: set u7s_engine to docker or podman."
+                         % (name, values["u7s_engine"], ENGINES_NOT_YET[values["u7s_engine"]]))
+        node_name = values["u7s_node_name"] or default_node_name(name)
+        if not DNS_LABEL.match(node_name):
+            source = "u7s_node_name %s" % node_name if values["u7s_node_name"] else (
+                "the node name %s derived from its inventory hostname" % node_name)
+            problems.add("Host %s: %s is not a DNS label (lower case letters, digits and '-', at most 63 characters)."
+                         " Fix: set u7s_node_name on host %s." % (name, source, name))
+        node_names.setdefault(node_name, []).append(name)
+        address = _host_address(host, values, problems)
+        if address:
+            addresses[name] = address
+        ports, port_problems = _extra_ports(values["u7s_extra_ports"], name)
+        for text in port_problems:
+            problems.add(text)
+        extra[name] = ports
+    for node_name, where in node_names.items():
+        if len(where) > 1:
+            problems.add(
+                "%s would all be the Kubernetes node %s, but node names must be unique. Fix: set u7s_node_name "
+                "on all but one of them (an existing node keeps its name)." % (_sentence(describe_hosts(where)), node_name))
+
+    networks = _check_networks(cluster, hosts, addresses, problems)
+    port_problems = _port_problems(hosts, resolved, addresses, extra)
+    for text in port_problems:
+        problems.add(text)
+
+    plan: dict[str, t.Any] = {}
+    if networks is not None:
+        try:
+            plan = plan_node_networks(
+                [{"name": host["name"], "override": resolved[host["name"]]["u7s_node_subnet"],
+                  "recorded": host.get("recorded_subnet") or ""} for host in hosts],
+                pool=cluster["u7s_node_subnet_pool"], prefix=cluster["u7s_node_subnet_prefix"],
+                reserved=[str(network) for network in networks],
+                host_addresses=[addresses.get(host["name"]) or host.get("ansible_host") or "" for host in hosts],
+            )
+        except NodeNetworkError as exc:
+            problems.add(str(exc))
+    if problems.items:
+        return {"problems": problems.items, "settings": cluster, "control_plane": control_plane, "hosts": {}}
+
+    planned = {}
+    for host in hosts:
+        name = host["name"]
+        values = resolved[name]
+        network = plan[name]
+        named = [(setting, cluster[setting], protocol) for setting, protocol in NODE_PORTS] + extra[name]
+        planned[name] = {
+            "user": values["u7s_user"],
+            "engine": values["u7s_engine"],
+            "allow_cgroup_v1": values["u7s_allow_cgroup_v1"],
+            "node_name": values["u7s_node_name"] or default_node_name(name),
+            "host_address": addresses[name],
+            "subnet": str(network.subnet),
+            "gateway": str(network.gateway),
+            "node_ip": str(network.node_ip),
+            "subnet_source": network.source,
+            "published_ports": [{"port": port, "protocol": protocol} for _label, port, protocol in named],
+            "port_names": {"%d/%s" % (port, protocol): label for label, port, protocol in named},
+        }
+    endpoint = cluster["u7s_control_plane_endpoint"] or "%s:%d" % (
+        planned[control_plane]["host_address"], cluster["u7s_port_apiserver"])
+    return {"problems": [], "settings": cluster, "control_plane": control_plane, "api_endpoint": endpoint,
+            "hosts": planned}
+
+
+def _check_cluster_values(cluster: Mapping[str, t.Any], problems: _Problems) -> None:
+    version = cluster["u7s_kubernetes_version"]
+    if not KUBERNETES_VERSION.match(version):
+        problems.add("u7s_kubernetes_version %r is not a Kubernetes release such as v1.36.4. "
+                     "Fix: set u7s_kubernetes_version to the version the node image carries." % version)
+    found = _dns_domain_problem(cluster["u7s_dns_domain"])
+    if found:
+        problems.add("u7s_dns_domain: %s. Fix: set u7s_dns_domain to a domain such as cluster.local." % found)
+    found = _endpoint_problem(cluster["u7s_control_plane_endpoint"])
+    if found:
+        problems.add("u7s_control_plane_endpoint %s. Fix: set it to host:port of the API server (or a load balancer "
+                     "in front of it), or leave it empty for the control-plane host's address." % found)
+    for setting, _protocol in NODE_PORTS:
+        if not 1 <= cluster[setting] <= 65535:
+            problems.add("%s is %d; a port is an integer from 1 to 65535. Fix: set %s to a free port."
+                         % (setting, cluster[setting], setting))
+
+
+def _check_control_plane(model: ClusterInput, group: str, names: Sequence[str], problems: _Problems) -> str | None:
+    """The control-plane host, or None (with a problem)."""
+    members = model.groups.get(group)
+    if members is None:
+        problems.add("The inventory has no group %s (u7s_control_plane_group), whose one host runs `kubeadm init`. "
+                     "Fix: add a group %s holding one host of %s." % (group, group, model.cluster_group))
+        return None
+    if len(members) != 1:
+        problems.add("The group %s (u7s_control_plane_group) must hold exactly one host, but holds %d%s: one host "
+                     "runs `kubeadm init`, and more control-plane hosts are not supported yet. Fix: keep one host in "
+                     "%s and move the others to workers." % (
+                         group, len(members), " (%s)" % describe_hosts(members) if members else "", group))
+        return None
+    if members[0] not in set(names):
+        problems.add("The control-plane host %s (group %s) is not in %s (u7s_cluster_group). Fix: make %s a child "
+                     "group of %s." % (members[0], group, model.cluster_group, group, model.cluster_group))
+        return None
+    return members[0]
+
+
+def _host_address(host: Mapping[str, t.Any], values: Mapping[str, t.Any], problems: _Problems) -> str | None:
+    """The address other hosts reach this one by, or None (with a problem) when it is unusable."""
+    name = host["name"]
+    given = str(values["u7s_host_ip"] or "").strip()
+    address = given or host.get("default_ipv4") or ""
+    if not address:
+        if host.get("all_ipv4") is not None:
+            problems.add("Host %s has no default route, so its address is unknown. Fix: set u7s_host_ip on host %s "
+                         "to the address other hosts reach it by." % (name, name))
+        return None
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        problems.add("Host %s: u7s_host_ip %r is not an IPv4 address. Fix: set u7s_host_ip on host %s to the "
+                     "address other hosts reach it by." % (name, address, name))
+        return None
+    if not isinstance(parsed, ipaddress.IPv4Address):
+        problems.add("Host %s: u7s_host_ip %s is IPv6; the cluster is IPv4 only. Fix: set u7s_host_ip on host %s "
+                     "to its IPv4 address." % (name, address, name))
+        return None
+    known = host.get("all_ipv4")
+    if given and known is not None and str(parsed) not in known:
+        problems.add("Host %s: u7s_host_ip %s is not one of its addresses (%s). Fix: set u7s_host_ip on host %s "
+                     "to the address other hosts reach it by." % (name, parsed, ", ".join(known) or "none", name))
+        return None
+    return str(parsed)
+
+
+def _check_networks(
+    cluster: Mapping[str, t.Any],
+    hosts: Sequence[Mapping[str, t.Any]],
+    addresses: Mapping[str, str],
+    problems: _Problems,
+) -> list[ipaddress.IPv4Network] | None:
+    """The pod and service networks (reserved for the subnet plan), or None when they are unusable."""
+    parsed = {}
+    for setting in ("u7s_pod_cidr", "u7s_service_cidr", "u7s_node_subnet_pool"):
+        network = _network(cluster[setting])
+        if isinstance(network, str):
+            problems.add("%s %r %s. Fix: set %s in group_vars." % (setting, cluster[setting], network, setting))
+        else:
+            parsed[setting] = network
+    pod = parsed.get("u7s_pod_cidr")
+    service = parsed.get("u7s_service_cidr")
+    if pod is not None:
+        if pod.prefixlen > NODE_POD_PREFIX:
+            problems.add("u7s_pod_cidr %s is smaller than one node's pod range (/%d). Fix: use a /%d or larger "
+                         "range, such as 10.244.0.0/16." % (pod, NODE_POD_PREFIX, NODE_POD_PREFIX - 1))
+        elif 1 << (NODE_POD_PREFIX - pod.prefixlen) < len(hosts):
+            problems.add("u7s_pod_cidr %s holds pod ranges (/%d) for %d nodes, but the cluster has %d hosts. Fix: "
+                         "use a larger u7s_pod_cidr (a /%d holds %d)." % (
+                             pod, NODE_POD_PREFIX, 1 << (NODE_POD_PREFIX - pod.prefixlen), len(hosts),
+                             _prefix_for(len(hosts)), 1 << (NODE_POD_PREFIX - _prefix_for(len(hosts)))))
+    if service is not None:
+        if service.prefixlen < MAX_SERVICE_PREFIX:
+            problems.add("u7s_service_cidr %s is larger than kube-apiserver allows (/%d at most). Fix: use a /%d "
+                         "or smaller range, such as 10.96.0.0/16." % (service, MAX_SERVICE_PREFIX, MAX_SERVICE_PREFIX))
+        elif service.prefixlen > MIN_SERVICE_SIZE_PREFIX:
+            problems.add("u7s_service_cidr %s is too small for the API and DNS services. Fix: use a /%d or larger "
+                         "range, such as 10.96.0.0/16." % (service, MIN_SERVICE_SIZE_PREFIX))
+    if pod is not None and service is not None and pod.overlaps(service):
+        problems.add("u7s_pod_cidr %s and u7s_service_cidr %s overlap. Fix: choose ranges apart, such as "
+                     "10.244.0.0/16 and 10.96.0.0/16." % (pod, service))
+    for setting, network in (("u7s_pod_cidr", pod), ("u7s_service_cidr", service)):
+        if network is None:
+            continue
+        inside = [name for name, address in addresses.items() if ipaddress.IPv4Address(address) in network]
+        if inside:
+            problems.add("%s %s contains the address of %s; the hosts would be unreachable from pods. Fix: choose a "
+                         "%s apart from the hosts' network." % (setting, network, describe_hosts(inside), setting))
+    if pod is None or service is None:
+        return None
+    return [pod, service]
+
+
+def _prefix_for(count: int) -> int:
+    prefix = NODE_POD_PREFIX
+    while prefix > 0 and 1 << (NODE_POD_PREFIX - prefix) < count:
+        prefix -= 1
+    return prefix
+
+
+def _port_problems(
+    hosts: Sequence[Mapping[str, t.Any]],
+    resolved: Mapping[str, Mapping[str, t.Any]],
+    addresses: Mapping[str, str],
+    extra: Mapping[str, list[tuple[str, int, str]]],
+) -> list[str]:
+    records = []
+    protocols = dict(NODE_PORTS)
+    for host in hosts:
+        name = host["name"]
+        ports: dict[str, t.Any] = {setting: resolved[name][setting] for setting, _protocol in NODE_PORTS}
+        for label, port, protocol in extra[name]:
+            key = "%s (%s)" % (label, protocol)
+            ports[key] = port
+            protocols[key] = protocol
+        records.append({
+            "name": name,
+            "address": addresses.get(name) or host.get("ansible_host") or name,
+            "user": resolved[name]["u7s_user"],
+            "ports": ports,
+        })
+    return port_conflicts(records, protocols)

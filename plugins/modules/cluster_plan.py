@@ -1,0 +1,111 @@
+#!/usr/bin/python
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: cluster_plan
+short_description: Check the whole inventory and plan every host's Usernetes node
+version_added: 0.2.0
+description:
+  - Reads every setting of M(u7s.cluster.settings) (see C(ansible-doc -t role u7s.cluster.settings)) for every host
+    of the cluster group, from the inventory with the role's defaults, and checks them together, before any host
+    changes; it fails with every problem at once, each naming the host(s), the variable and a fix that leaves
+    working nodes alone.
+  - "Checks: the cluster and control-plane groups; renamed variables of earlier releases; each setting's type;
+    settings that must be the same on every host; the Kubernetes version, DNS domain and API endpoint; the pod and
+    service networks (IPv4, sizes kubeadm accepts, apart from each other and from the hosts' addresses); user names;
+    unique Kubernetes node names; host addresses (one of the host's, where facts were gathered); extra ports;
+    ports that collide on a host or an address; node subnets (planned without collisions, an existing node's kept)."
+  - Returns the plan every role reads; the cost is linear in the number of hosts (n log n for the subnet plan).
+  - An action that runs on the controller, once (C(run_once)), in a role that depends on u7s.cluster.settings;
+    a host's recorded node subnet is read from its C(settings_recorded_subnet) variable.
+options: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Only reads the inventory.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+author:
+  - u7s.cluster developers (@u7s)
+"""
+
+EXAMPLES = r"""
+- name: Check the whole inventory and plan every node
+  u7s.cluster.cluster_plan:
+  run_once: true
+  register: settings_plan
+"""
+
+RETURN = r"""
+problems:
+  description: Every problem found; empty on success.
+  returned: always
+  type: list
+  elements: str
+  sample: ["Hosts node3, node4 would all be the Kubernetes node u7s-node3, but node names must be unique. Fix: ..."]
+settings:
+  description: The cluster-wide settings, as every host has them (types applied).
+  returned: always
+  type: dict
+  sample: {"u7s_port_apiserver": 6443, "u7s_pod_cidr": "10.244.0.0/16"}
+control_plane:
+  description: The inventory hostname of the host that runs C(kubeadm init).
+  returned: success
+  type: str
+  sample: node1
+api_endpoint:
+  description: C(host:port) nodes and the controller reach the API server by.
+  returned: success
+  type: str
+  sample: 192.0.2.10:6443
+hosts:
+  description: Every host's node, by inventory hostname.
+  returned: success
+  type: dict
+  contains:
+    node_name:
+      description: The Kubernetes node name and container hostname.
+      type: str
+    host_address:
+      description: The address other hosts reach the host by.
+      type: str
+    subnet:
+      description: The node container's network.
+      type: str
+    gateway:
+      description: The engine's bridge address on it.
+      type: str
+    node_ip:
+      description: The node container's address.
+      type: str
+    subnet_source:
+      description: C(override) (u7s_node_subnet), C(recorded) (kept from an existing node) or C(allocated).
+      type: str
+    published_ports:
+      description: The ports the node publishes, each C({port, protocol}).
+      type: list
+      elements: dict
+    port_names:
+      description: The setting behind each published port, by C(<port>/<protocol>).
+      type: dict
+    user:
+      description: The cluster user on the host.
+      type: str
+    engine:
+      description: The rootless engine on the host.
+      type: str
+    allow_cgroup_v1:
+      description: Whether the host may run cgroup v1.
+      type: bool
+  sample: {"node1": {"node_name": "u7s-node1", "host_address": "192.0.2.10", "subnet": "10.100.0.0/24",
+           "gateway": "10.100.0.1", "node_ip": "10.100.0.2", "subnet_source": "allocated",
+           "published_ports": [{"port": 6443, "protocol": "tcp"}], "port_names": {"6443/tcp": "u7s_port_apiserver"},
+           "user": "u7s", "engine": "docker", "allow_cgroup_v1": false}}
+"""
