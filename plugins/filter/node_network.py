@@ -9,13 +9,13 @@ import typing as t
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.u7s.cluster.plugins.module_utils.node_network import (
+from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
     DEFAULT_POOL,
     DEFAULT_PREFIX,
     NodeNetworkError,
     plan_node_networks,
-    port_conflicts as _port_conflicts,
 )
+from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts as _port_conflicts
 
 
 def node_network_plan(

@@ -1,14 +1,11 @@
 # Copyright (c) u7s.cluster developers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
-"""Decide each host's node network and check the ports a cluster publishes.
+"""Decide each host's node network.
 
-Pure logic on plain data, no I/O; the ``u7s.cluster.node_network_plan`` and
-``u7s.cluster.port_conflicts`` filters call :func:`plan_node_networks` and
-:func:`port_conflicts` on the controller.
+Pure logic on plain data, no I/O; the ``u7s.cluster.node_network_plan`` filter
+calls :func:`plan_node_networks` on the controller.
 
-Node networks
--------------
 Every host runs its node container on a user-defined container network of its
 own. The node IPs must be distinct across the cluster, so every host needs a
 subnet that overlaps no other host's, none of the cluster's pod and service
@@ -25,14 +22,6 @@ Host records (one per host, in inventory order)::
         "override": "10.100.7.0/24",  # the host's node_subnet variable; None or "" for none
         "recorded": "10.100.0.0/24",  # subnet of the existing node network; None without one
     }
-
-Published ports (one record per host)::
-
-    {
-        "name": "node1", "address": "192.0.2.10", "user": "u7s",
-        "ports": {"etcd": 2379, "apiserver": 6443, "kubelet": 10250, "vxlan": 8472},
-        "unprivileged_port_start": 1024,  # net.ipv4.ip_unprivileged_port_start; None for 1024
-    }
 """
 
 from __future__ import annotations
@@ -40,6 +29,8 @@ from __future__ import annotations
 import ipaddress
 import typing as t
 from collections.abc import Mapping, Sequence, Set as AbstractSet
+
+from ansible_collections.u7s.cluster.plugins.module_utils.values import is_empty
 
 DEFAULT_POOL = "10.100.0.0/16"
 DEFAULT_PREFIX = 24
@@ -51,11 +42,6 @@ SUBNET_VARIABLE = "node_subnet"
 SOURCE_OVERRIDE = "override"
 SOURCE_RECORDED = "recorded"
 SOURCE_ALLOCATED = "allocated"
-
-PROTOCOLS = ("tcp", "udp")
-DEFAULT_PROTOCOL = "tcp"
-DEFAULT_UNPRIVILEGED_PORT_START = 1024
-SYSCTL_UNPRIVILEGED_PORT_START = "net.ipv4.ip_unprivileged_port_start"
 
 
 class NodeNetworkError(ValueError):
@@ -101,11 +87,6 @@ class Blocker(t.NamedTuple):
 
     network: ipaddress.IPv4Network
     label: str
-
-
-def _is_empty(value: t.Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
 
 def _parse_prefix(value: t.Any, what: str) -> int:
     """A prefix length given as 24, "24" or "/24"."""
@@ -193,7 +174,7 @@ def parse_host_records(records: t.Any) -> list[HostRecord]:
         networks: list[t.Optional[ipaddress.IPv4Network]] = []
         for key, subject in (("override", _override_subject(name)), ("recorded", _recorded_subject(name))):
             value = record.get(key)
-            if _is_empty(value):
+            if is_empty(value):
                 networks.append(None)
                 continue
             try:
@@ -213,7 +194,7 @@ def parse_host_records(records: t.Any) -> list[HostRecord]:
 def _parse_reserved(reserved: t.Any) -> list[Blocker]:
     blockers = []
     for value in _as_list(reserved, "reserved"):
-        if _is_empty(value):
+        if is_empty(value):
             continue
         try:
             network = ipaddress.ip_network(str(value).strip(), strict=False)
@@ -229,7 +210,7 @@ def _parse_reserved(reserved: t.Any) -> list[Blocker]:
 def _parse_host_addresses(addresses: t.Any) -> list[Blocker]:
     blockers = []
     for value in _as_list(addresses, "host_addresses"):
-        if _is_empty(value):
+        if is_empty(value):
             continue
         text = str(value).strip()
         try:
@@ -430,104 +411,3 @@ def _exhausted(
         % (pool, prefix, waiting[0].name, 1 << (prefix - pool.prefixlen), prefix, inside,
            len(waiting), ", ".join(host.name for host in waiting), SUBNET_VARIABLE)
     )
-
-
-# Published ports
-
-
-def _port_number(value: t.Any) -> int | None:
-    """The port as an int, None when it is no integer (bools and floats are none)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def _describe(record: Mapping[str, t.Any]) -> str:
-    user = record.get("user")
-    return "host %s (user %s)" % (record.get("name"), user) if user else "host %s" % record.get("name")
-
-
-def port_conflicts(records: t.Any, protocols: t.Any = None) -> list[str]:
-    """Problems with the ports each host's cluster publishes, one message each; empty when fine.
-
-    ``protocols`` maps port keys to "tcp" or "udp"; keys it does not name are tcp.
-    Raises ValueError when the input does not have the documented shape.
-    """
-    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
-        raise ValueError("The port records must be a list of dictionaries, got %s." % type(records).__name__)
-    if protocols is not None and not isinstance(protocols, Mapping):
-        raise ValueError("The protocols must be a dictionary of port key to tcp or udp, got %s." % type(protocols).__name__)
-    protocol_of = dict(protocols or {})
-    for key, protocol in protocol_of.items():
-        if protocol not in PROTOCOLS:
-            raise ValueError("The protocol of port %s must be tcp or udp, got %r." % (key, protocol))
-
-    problems: list[str] = []
-    # (address, port, protocol) -> (record, key) of the first user.
-    published: dict[tuple[str, int, str], tuple[Mapping[str, t.Any], str]] = {}
-    for index, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise ValueError("Port record %d is not a dictionary but %s." % (index + 1, type(record).__name__))
-        ports = record.get("ports") or {}
-        if not isinstance(ports, Mapping):
-            raise ValueError("The ports of %s must be a dictionary, got %s." % (_describe(record), type(ports).__name__))
-        start = record.get("unprivileged_port_start")
-        start_number = DEFAULT_UNPRIVILEGED_PORT_START if _is_empty(start) else _port_number(start)
-        if start_number is None:
-            raise ValueError(
-                "The unprivileged_port_start of %s must be an integer, got %r." % (_describe(record), start)
-            )
-        who = _describe(record)
-        address = _address_key(record)
-        own: dict[tuple[int, str], str] = {}
-        for key, value in ports.items():
-            protocol = protocol_of.get(key, DEFAULT_PROTOCOL)
-            number = _port_number(value)
-            if number is None or not 1 <= number <= 65535:
-                problems.append(
-                    "%s: the %s port is %r; a port must be an integer from 1 to 65535. Fix: set a valid port."
-                    % (who, key, value)
-                )
-                continue
-            if number < start_number:
-                problems.append(
-                    "%s: the %s port %d/%s is below %s (%d), so the rootless engine cannot bind it. "
-                    "Fix: choose a port from %d on, or lower %s on the host."
-                    % (who, key, number, protocol, SYSCTL_UNPRIVILEGED_PORT_START, start_number,
-                       start_number, SYSCTL_UNPRIVILEGED_PORT_START)
-                )
-            if (number, protocol) in own:
-                problems.append(
-                    "%s: the %s and %s ports are both %d/%s. Fix: give one of them another port."
-                    % (who, own[(number, protocol)], key, number, protocol)
-                )
-                continue
-            own[(number, protocol)] = key
-            if address is None:
-                continue
-            first = published.get((address, number, protocol))
-            if first is not None:
-                problems.append(
-                    "Port %d/%s on address %s is published twice: by %s as its %s port and by %s "
-                    "as its %s port. Fix: give one of them another port."
-                    % (number, protocol, address, _describe(first[0]), first[1], who, key)
-                )
-                continue
-            published[(address, number, protocol)] = (record, key)
-    return problems
-
-
-def _address_key(record: Mapping[str, t.Any]) -> str | None:
-    """The record's address in a comparable form, None without one."""
-    address = record.get("address")
-    if _is_empty(address):
-        return None
-    text = str(address).strip()
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return text.lower().rstrip(".")
