@@ -26,6 +26,7 @@ Host records (one per host, in inventory order)::
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import typing as t
 from collections.abc import Mapping, Sequence, Set as AbstractSet
@@ -241,15 +242,86 @@ def _as_list(value: t.Any, what: str) -> list[t.Any]:
     return entries
 
 
-def _overlap_problem(subject: str, network: ipaddress.IPv4Network, blockers: list[Blocker]) -> str | None:
-    hits = [blocker.label for blocker in blockers if blocker.network.overlaps(network)]
-    if not hits:
-        return None
-    return "%s %s overlaps %s." % (subject, network, " and ".join(hits))
-
-
 def _span(network: ipaddress.IPv4Network) -> tuple[int, int]:
-    return int(network.network_address), int(network.broadcast_address)
+    """First and last address of the network, as integers."""
+    start = int(network.network_address)
+    return start, start + (1 << (32 - network.prefixlen)) - 1
+
+
+def _mask(prefix: int) -> int:
+    return (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+
+
+class _OverlapIndex:
+    """Numbered CIDR networks, found again by overlap in a few dictionary lookups.
+
+    Two CIDR networks overlap only when one contains the other. So the networks
+    that overlap X are those at X's own address under X's prefix length or a
+    shorter one (X lies in them) and those that lie in X, which were filed under
+    X when they were added. Only the prefix lengths in ``query_lengths`` can be
+    looked up, so a network is filed under its supernets of those lengths only.
+    """
+
+    def __init__(self, query_lengths: t.Iterable[int]) -> None:
+        self._query_lengths = sorted(set(query_lengths))
+        self._lengths: list[int] = []
+        self._at: dict[tuple[int, int], list[int]] = {}
+        self._inside: dict[tuple[int, int], list[int]] = {}
+
+    def add(self, network: ipaddress.IPv4Network, number: int) -> None:
+        prefix, start = network.prefixlen, int(network.network_address)
+        if prefix not in self._lengths:
+            bisect.insort(self._lengths, prefix)
+        self._at.setdefault((prefix, start), []).append(number)
+        for length in self._query_lengths:
+            if length >= prefix:
+                break
+            self._inside.setdefault((length, start & _mask(length)), []).append(number)
+
+    def overlapping(self, network: ipaddress.IPv4Network) -> list[int]:
+        """The numbers of the networks that overlap network, ascending."""
+        prefix, start = network.prefixlen, int(network.network_address)
+        if prefix not in self._query_lengths:
+            raise ValueError("/%d is not one of the prefix lengths this index answers for" % prefix)
+        found = list(self._inside.get((prefix, start), ()))
+        for length in self._lengths:
+            if length > prefix:
+                break
+            found.extend(self._at.get((length, start & _mask(length)), ()))
+        return sorted(found)
+
+
+def _index(networks: t.Sequence[ipaddress.IPv4Network], query_lengths: t.Iterable[int]) -> _OverlapIndex:
+    """An _OverlapIndex of networks, each numbered by its position."""
+    index = _OverlapIndex(query_lengths)
+    for number, network in enumerate(networks):
+        index.add(network, number)
+    return index
+
+
+def _free_subnets(
+    pool: ipaddress.IPv4Network, prefix: int, taken: t.Iterable[ipaddress.IPv4Network]
+) -> t.Iterator[int]:
+    """First addresses of the /prefix subnets of pool that overlap none of taken, lowest first.
+
+    Sorts the taken ranges once and walks them alongside the candidates, jumping
+    past each blocking range, so the cost grows with the number of ranges and
+    subnets handed out, not with the size of the pool.
+    """
+    size = 1 << (32 - prefix)
+    spans = sorted(_span(network) for network in taken)
+    candidate, last = _span(pool)
+    next_span = 0
+    while candidate + size - 1 <= last:
+        # Ranges that end below the candidate block no later candidate either.
+        while next_span < len(spans) and spans[next_span][1] < candidate:
+            next_span += 1
+        if next_span < len(spans) and spans[next_span][0] <= candidate + size - 1:
+            # The next candidate aligned to the subnet size after the blocking range.
+            candidate = (spans[next_span][1] // size + 1) * size
+            continue
+        yield candidate
+        candidate += size
 
 
 def lowest_free_subnet(
@@ -260,35 +332,14 @@ def lowest_free_subnet(
     Jumps past each blocking range instead of trying every candidate, so a
     large pool costs no more than a small one.
     """
-    size = 1 << (32 - prefix)
-    spans = sorted(_span(network) for network in taken)
-    candidate, last = _span(pool)
-    while candidate + size - 1 <= last:
-        end = candidate + size - 1
-        hit_end = max((s_end for s_start, s_end in spans if s_start <= end and s_end >= candidate), default=None)
-        if hit_end is None:
-            return ipaddress.IPv4Network((candidate, prefix))
-        # The next candidate aligned to the subnet size after the blocking range.
-        candidate = (hit_end // size + 1) * size
-    return None
+    start = next(_free_subnets(pool, prefix, taken), None)
+    return None if start is None else ipaddress.IPv4Network((start, prefix))
 
 
-def plan_node_networks(
-    records: t.Any,
-    pool: t.Any = DEFAULT_POOL,
-    prefix: t.Any = DEFAULT_PREFIX,
-    reserved: t.Any = None,
-    host_addresses: t.Any = None,
-) -> dict[str, NodeNetwork]:
-    """Each host's node network, keyed by host name in input order.
-
-    Overrides are taken as given, recorded subnets kept, and every other host
-    gets the lowest free /prefix subnet of pool, in input order. The same input
-    gives the same plan; a host added at the end changes nothing for the others,
-    and a host added elsewhere changes nothing for hosts with a recorded subnet.
-    Raises NodeNetworkError, whose message names the hosts and what to change.
-    """
-    # (1) Validate everything first.
+def _parse_plan_input(
+    records: t.Any, pool: t.Any, prefix: t.Any, reserved: t.Any, host_addresses: t.Any
+) -> tuple[list[HostRecord], ipaddress.IPv4Network, int, list[Blocker]]:
+    """Step 1 of plan_node_networks: parse and check everything, one NodeNetworkError with all problems."""
     problems: list[str] = []
     try:
         hosts = parse_host_records(records)
@@ -322,79 +373,135 @@ def plan_node_networks(
         blockers = []
     if problems or pool_network is None or prefix_length is None:
         raise NodeNetworkError(" ".join(problems))
+    return hosts, pool_network, prefix_length, blockers
 
+
+# The problems of subnets taken as given, one function each, so that every check words them alike.
+
+
+def _overrides_overlap_problem(first: HostRecord, second: HostRecord) -> str:
+    return (
+        "Hosts %s and %s: their %s values %s and %s overlap, but every node needs a "
+        "subnet of its own. Fix: change %s on one of them."
+        % (first.name, second.name, SUBNET_VARIABLE, first.override, second.override, SUBNET_VARIABLE)
+    )
+
+
+def _override_moves_node_problem(host: HostRecord) -> str:
+    return (
+        "Host %s: %s is %s, but its existing node network uses %s. Changing an existing "
+        "node's subnet needs the node removed first. Fix: reset host %s and run again, "
+        "or set %s to %s (or remove it)."
+        % (host.name, SUBNET_VARIABLE, host.override, host.recorded, host.name,
+           SUBNET_VARIABLE, host.recorded)
+    )
+
+
+def _override_over_recorded_problem(other: HostRecord, host: HostRecord) -> str:
+    """other's override overlaps the subnet host's existing node network uses."""
+    return (
+        "Host %s: %s %s overlaps %s, which the existing node network of host %s uses; host %s's "
+        "node network would need to change, and that needs its node removed first (reset). "
+        "Fix: choose another %s for host %s, or reset host %s first."
+        % (other.name, SUBNET_VARIABLE, other.override, host.recorded, host.name, host.name,
+           SUBNET_VARIABLE, other.name, host.name)
+    )
+
+
+def _blocked_problem(host: HostRecord, labels: t.Sequence[str]) -> str:
+    """host's override, or else its kept recorded subnet, overlaps the blockers labels names."""
+    if host.override is not None:
+        return "%s %s overlaps %s. Fix: set %s on host %s to a subnet outside it." % (
+            _override_subject(host.name), host.override, " and ".join(labels), SUBNET_VARIABLE, host.name
+        )
+    return (
+        "%s %s overlaps %s. Changing an existing node's subnet needs the node removed first. "
+        "Fix: reset host %s so it gets a new subnet, or change the conflicting range."
+        % (_recorded_subject(host.name), host.recorded, " and ".join(labels), host.name)
+    )
+
+
+def plan_node_networks(
+    records: t.Any,
+    pool: t.Any = DEFAULT_POOL,
+    prefix: t.Any = DEFAULT_PREFIX,
+    reserved: t.Any = None,
+    host_addresses: t.Any = None,
+) -> dict[str, NodeNetwork]:
+    """Each host's node network, keyed by host name in input order.
+
+    Overrides are taken as given, recorded subnets kept, and every other host
+    gets the lowest free /prefix subnet of pool, in input order. The same input
+    gives the same plan; a host added at the end changes nothing for the others,
+    and a host added elsewhere changes nothing for hosts with a recorded subnet.
+    Raises NodeNetworkError, whose message names the hosts and what to change.
+
+    The cost grows with n log n in the number of hosts, reserved ranges and host
+    addresses: overlaps are looked up in an _OverlapIndex instead of comparing
+    every pair, and allocation walks the pool once (see _free_subnets).
+    """
+    # (1) Validate everything first.
+    hosts, pool_network, prefix_length, blockers = _parse_plan_input(records, pool, prefix, reserved, host_addresses)
+    problems: list[str] = []
     plan: dict[str, NodeNetwork] = {}
+    recorded_lengths = {host.recorded.prefixlen for host in hosts if host.recorded is not None}
 
     # (2) Overrides, pairwise disjoint.
     overrides = [host for host in hosts if host.override is not None]
-    for index, host in enumerate(overrides):
-        for other in overrides[:index]:
-            if host.override.overlaps(other.override):
-                problems.append(
-                    "Hosts %s and %s: their %s values %s and %s overlap, but every node needs a "
-                    "subnet of its own. Fix: change %s on one of them."
-                    % (other.name, host.name, SUBNET_VARIABLE, other.override, host.override, SUBNET_VARIABLE)
-                )
+    override_lengths = {host.override.prefixlen for host in overrides}
+    override_index = _index([host.override for host in overrides], override_lengths | recorded_lengths)
+    for number, host in enumerate(overrides):
+        for other in override_index.overlapping(host.override):
+            if other >= number:
+                break
+            problems.append(_overrides_overlap_problem(overrides[other], host))
         plan[host.name] = NodeNetwork(host.override, SOURCE_OVERRIDE)
 
     # (3) Recorded subnets are kept unless they overlap an override or one kept before.
-    for host in hosts:
+    kept_index = _OverlapIndex(recorded_lengths)
+    for number, host in enumerate(hosts):
         if host.recorded is None:
             continue
         if host.override is not None:
             if host.override != host.recorded:
-                problems.append(
-                    "Host %s: %s is %s, but its existing node network uses %s. Changing an existing "
-                    "node's subnet needs the node removed first. Fix: reset host %s and run again, "
-                    "or set %s to %s (or remove it)."
-                    % (host.name, SUBNET_VARIABLE, host.override, host.recorded, host.name,
-                       SUBNET_VARIABLE, host.recorded)
-                )
+                problems.append(_override_moves_node_problem(host))
             continue
-        clash = [other for other in overrides if other.override.overlaps(host.recorded)]
+        clash = override_index.overlapping(host.recorded)
         for other in clash:
-            problems.append(
-                "Host %s: %s %s overlaps %s, which the existing node network of host %s uses; host %s's "
-                "node network would need to change, and that needs its node removed first (reset). "
-                "Fix: choose another %s for host %s, or reset host %s first."
-                % (other.name, SUBNET_VARIABLE, other.override, host.recorded, host.name, host.name,
-                   SUBNET_VARIABLE, other.name, host.name)
-            )
+            problems.append(_override_over_recorded_problem(overrides[other], host))
         if clash:
             continue
-        if any(kept.subnet.overlaps(host.recorded) for kept in plan.values()):
+        if kept_index.overlapping(host.recorded):
             # Two hosts recorded overlapping subnets (a state file copied along with a
             # cloned host): the first keeps it, this one is allocated a new one below.
             continue
+        kept_index.add(host.recorded, number)
         plan[host.name] = NodeNetwork(host.recorded, SOURCE_RECORDED)
 
     # (5, for given subnets) Nothing taken as given may overlap reserved ranges or host addresses.
-    for host in hosts:
-        if host.override is not None:
-            found = _overlap_problem(_override_subject(host.name), host.override, blockers)
-            if found:
-                problems.append(
-                    found + " Fix: set %s on host %s to a subnet outside it." % (SUBNET_VARIABLE, host.name)
-                )
-        elif host.name in plan:
-            found = _overlap_problem(_recorded_subject(host.name), host.recorded, blockers)
-            if found:
-                problems.append(
-                    found + " Changing an existing node's subnet needs the node removed first. "
-                    "Fix: reset host %s so it gets a new subnet, "
-                    "or change the conflicting range." % host.name
-                )
+    given = [host for host in hosts if host.name in plan]
+    blocker_index = _index(
+        [blocker.network for blocker in blockers], [plan[host.name].subnet.prefixlen for host in given]
+    )
+    for host in given:
+        hits = blocker_index.overlapping(plan[host.name].subnet)
+        if hits:
+            problems.append(_blocked_problem(host, [blockers[number].label for number in hits]))
     if problems:
         raise NodeNetworkError(" ".join(problems))
 
-    # (4) Everything else: the lowest free subnet of the pool, in input order.
+    # (4) Everything else: the lowest free subnet of the pool, in input order. Every
+    # subnet below the one a host gets was blocked already, so the next host's lowest
+    # free subnet lies above it: the hosts take the subnets that nothing taken so far
+    # blocks one after another, in a single walk through the pool.
     pending = [host for host in hosts if host.name not in plan]
+    taken = [network.subnet for network in plan.values()] + [blocker.network for blocker in blockers]
+    free = _free_subnets(pool_network, prefix_length, taken)
     for index, host in enumerate(pending):
-        taken = [network.subnet for network in plan.values()] + [blocker.network for blocker in blockers]
-        subnet = lowest_free_subnet(pool_network, prefix_length, taken)
-        if subnet is None:
+        start = next(free, None)
+        if start is None:
             raise NodeNetworkError(_exhausted(pool_network, prefix_length, plan, pending[index:]))
-        plan[host.name] = NodeNetwork(subnet, SOURCE_ALLOCATED)
+        plan[host.name] = NodeNetwork(ipaddress.IPv4Network((start, prefix_length)), SOURCE_ALLOCATED)
 
     return {host.name: plan[host.name] for host in hosts}
 
