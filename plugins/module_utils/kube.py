@@ -4,10 +4,11 @@
 """Client code shared by the modules that talk to the Kubernetes API.
 
 A module adds ``KUBE_ARGUMENT_SPEC`` to its argument_spec, gets an
-``ApiClient`` from ``connect(module)`` and wraps its API calls in
-``api_errors(what)``, which turns API and connection errors into
-``KubeError`` with a one-line message (HTTP status, reason and the API
-server's own message) instead of a traceback.
+``ApiClient`` from ``connect(module)`` (or the CoreV1Api from
+``core_api(module)``) and wraps its API calls in ``api_errors(what)``, which
+turns API and connection errors into ``KubeError`` with a one-line message
+(HTTP status, reason and the API server's own message) instead of a traceback.
+``parse_rfc3339`` and ``format_rfc3339`` read and write the API's times.
 
 Proxies follow kubectl: a ``proxy-url`` in the kubeconfig wins; otherwise
 ``HTTPS_PROXY``/``HTTP_PROXY`` apply unless ``NO_PROXY`` matches the server, and
@@ -19,9 +20,11 @@ by this one.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import ipaddress
 import json
 import os
+import re
 import traceback
 import typing as t
 from urllib.parse import urlsplit
@@ -59,6 +62,10 @@ if t.TYPE_CHECKING:
 
 # Seconds a single API request may take before the module gives up on it.
 REQUEST_TIMEOUT = 30
+
+_RFC3339_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
 
 KUBE_ARGUMENT_SPEC: dict[str, dict[str, t.Any]] = {
     "kubeconfig": {"type": "path", "fallback": (env_fallback, ["K8S_AUTH_KUBECONFIG"])},
@@ -202,6 +209,50 @@ def connect(module: AnsibleModule) -> t.Any:
         return api_client_from_kubeconfig(module.params["kubeconfig"], module.params["context"])
     except KubeError as exc:
         module.fail_json(msg=str(exc))
+
+
+def core_api(module: AnsibleModule) -> t.Any:
+    """CoreV1Api for the module's kubeconfig and context options; fails the module otherwise.
+
+    Modules import it by name and call it from main(), so a unit test replaces
+    it in the module under test (monkeypatch.setattr(module, "core_api", ...)).
+    """
+    return k8s_client.CoreV1Api(connect(module))
+
+
+# ---------------------------------------------------------------- times
+
+
+def parse_rfc3339(text: str) -> datetime.datetime:
+    """An aware UTC datetime from RFC 3339 text such as Go's time.RFC3339 writes.
+
+    Raises ValueError for anything else, a time without offset included.
+    """
+    match = _RFC3339_RE.match(text.strip())
+    if not match:
+        raise ValueError("not an RFC 3339 time: %r" % text)
+    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
+    fraction = match.group(7) or "0"
+    microsecond = int((fraction + "000000")[:6])
+    if match.group(8):
+        offset = datetime.timedelta(0)
+    else:
+        offset = datetime.timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
+        if match.group(9) == "-":
+            offset = -offset
+    return datetime.datetime(
+        year, month, day, hour, minute, second, microsecond, tzinfo=datetime.timezone(offset)
+    ).astimezone(datetime.timezone.utc)
+
+
+def format_rfc3339(moment: datetime.datetime) -> str:
+    """UTC, whole seconds, ``Z``: how the API and ``kubeadm token create`` write times.
+
+    An aware datetime is converted to UTC; a naive one is taken as UTC already.
+    """
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------- errors

@@ -168,8 +168,10 @@ from ansible_collections.u7s.cluster.plugins.module_utils.kube import (
     ApiException,
     KubeError,
     api_errors,
-    connect,
+    core_api,
+    format_rfc3339,
     kube_argument_spec,
+    parse_rfc3339,
 )
 
 try:
@@ -202,9 +204,6 @@ CLUSTER_INFO_NAMESPACE = "kube-public"
 CLUSTER_INFO_NAME = "cluster-info"
 
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_RFC3339_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
-)
 _PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -230,30 +229,6 @@ def parse_duration(value: t.Any, option: str) -> int:
     if seconds < 0:
         raise ValueError("%s must not be negative, got %r." % (option, value))
     return seconds
-
-
-def parse_rfc3339(text: str) -> datetime.datetime:
-    """An aware datetime from RFC 3339 text such as Go's time.RFC3339 writes."""
-    match = _RFC3339_RE.match(text.strip())
-    if not match:
-        raise ValueError("not an RFC 3339 time: %r" % text)
-    year, month, day, hour, minute, second = (int(part) for part in match.group(1, 2, 3, 4, 5, 6))
-    fraction = match.group(7) or "0"
-    microsecond = int((fraction + "000000")[:6])
-    if match.group(8):
-        offset = datetime.timedelta(0)
-    else:
-        offset = datetime.timedelta(hours=int(match.group(10)), minutes=int(match.group(11)))
-        if match.group(9) == "-":
-            offset = -offset
-    return datetime.datetime(
-        year, month, day, hour, minute, second, microsecond, tzinfo=datetime.timezone(offset)
-    ).astimezone(datetime.timezone.utc)
-
-
-def format_rfc3339(moment: datetime.datetime) -> str:
-    """UTC, whole seconds, ``Z``: what ``kubeadm token create`` writes."""
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utcnow() -> datetime.datetime:
@@ -440,11 +415,6 @@ def ca_cert_hashes(ca_pem: bytes) -> list[str]:
 
 
 # ---------------------------------------------------------------- API
-
-
-def core_api(module: AnsibleModule) -> t.Any:
-    """CoreV1Api for the module's kubeconfig (a function, so unit tests can replace the API)."""
-    return k8s_client.CoreV1Api(connect(module))
 
 
 def read_cluster_info(core: t.Any) -> tuple[str, bytes]:

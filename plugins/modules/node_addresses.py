@@ -166,14 +166,10 @@ from ansible_collections.u7s.cluster.plugins.module_utils.kube import (
     ApiException,
     KubeError,
     api_errors,
-    connect,
+    core_api,
+    format_rfc3339,
     kube_argument_spec,
 )
-
-try:
-    from kubernetes import client as k8s_client
-except ImportError:
-    pass  # module_utils.kube reports the missing library
 
 UNINITIALIZED_TAINT = "node.cloudprovider.kubernetes.io/uninitialized"
 FLANNEL_PUBLIC_IP = "flannel.alpha.coreos.com/public-ip-overwrite"
@@ -372,26 +368,12 @@ def node_result(plan: NodePlan, changed: bool) -> dict[str, t.Any]:
 # ---------------------------------------------------------------- API
 
 
-def core_api(module: AnsibleModule) -> t.Any:
-    """CoreV1Api for the module's kubeconfig (a function, so unit tests can replace the API)."""
-    return k8s_client.CoreV1Api(connect(module))
-
-
 def monotonic() -> float:
     return time.monotonic()
 
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
-
-
-def _rfc3339(value: t.Any) -> t.Any:
-    """A taint's timeAdded as the API writes it (the client parses it into an aware datetime)."""
-    if isinstance(value, datetime.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(datetime.timezone.utc)
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return value
 
 
 def node_state(node: t.Any) -> NodeState:
@@ -406,7 +388,9 @@ def node_state(node: t.Any) -> NodeState:
             entry["value"] = taint.value
         entry["effect"] = taint.effect
         if taint.time_added is not None:
-            entry["timeAdded"] = _rfc3339(taint.time_added)
+            # The client parses timeAdded into an aware datetime; the API writes it back as text.
+            added = taint.time_added
+            entry["timeAdded"] = format_rfc3339(added) if isinstance(added, datetime.datetime) else added
         taints.append(entry)
     addresses = tuple(
         (address.type, address.address) for address in ((status.addresses if status is not None else None) or [])

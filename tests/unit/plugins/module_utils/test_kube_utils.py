@@ -1,15 +1,17 @@
 # Copyright (c) u7s.cluster developers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
-"""Client setup, proxy choice and error messages of module_utils/kube.py, without an API server."""
+"""Client setup, proxy choice, error messages and times of module_utils/kube.py, without an API server."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import typing as t
 
 import pytest
 import yaml
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
@@ -19,10 +21,15 @@ from ansible_collections.u7s.cluster.plugins.module_utils.kube import (
     api_client_from_kubeconfig,
     api_errors,
     describe_api_exception,
+    format_rfc3339,
     kube_argument_spec,
     no_proxy_matches,
+    parse_rfc3339,
     proxy_for,
 )
+
+UTC = datetime.timezone.utc
+NOW = datetime.datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
 
 
 class TestNoProxy:
@@ -183,6 +190,54 @@ class TestConnect:
     def test_returns_a_client(self, tmp_path: t.Any) -> None:
         module = FakeModule({"kubeconfig": write_kubeconfig(tmp_path / "config"), "context": None})
         assert kube.connect(module).configuration.host == "https://192.0.2.10:6443"  # type: ignore[arg-type]
+
+
+class TestCoreApi:
+    def test_core_v1_api_on_the_modules_kubeconfig(self, tmp_path: t.Any) -> None:
+        module = FakeModule({"kubeconfig": write_kubeconfig(tmp_path / "config"), "context": "other"})
+        core = kube.core_api(module)  # type: ignore[arg-type]
+        assert isinstance(core, client.CoreV1Api)
+        assert core.api_client.configuration.host == "https://198.51.100.1:6443"
+
+    def test_fails_the_module_like_connect(self, tmp_path: t.Any) -> None:
+        module = FakeModule({"kubeconfig": str(tmp_path / "nope"), "context": None})
+        with pytest.raises(SystemExit):
+            kube.core_api(module)  # type: ignore[arg-type]
+        assert module.failed == {"msg": "kubeconfig %s does not exist or is not a file." % (tmp_path / "nope")}
+
+
+class TestTimes:
+    @pytest.mark.parametrize("text, expected", [
+        ("2026-01-31T12:00:00Z", NOW),
+        ("2026-01-31t12:00:00z", NOW),
+        (" 2026-01-31T12:00:00Z\n", NOW),
+        ("2026-01-31T13:30:00+01:30", NOW),
+        ("2026-01-31T07:00:00-05:00", NOW),
+        ("2026-01-31T12:00:00.250Z", NOW.replace(microsecond=250000)),
+        ("2026-01-31T12:00:00.123456789Z", NOW.replace(microsecond=123456)),  # Go's nanoseconds, cut
+    ])
+    def test_parse_rfc3339(self, text: str, expected: datetime.datetime) -> None:
+        parsed = parse_rfc3339(text)
+        assert parsed == expected
+        assert parsed.utcoffset() == datetime.timedelta(0)
+
+    @pytest.mark.parametrize("text", [
+        "2026-01-31 12:00:00", "2026-01-31T12:00:00", "tomorrow", "2026-13-01T00:00:00Z", "2026-01-31T12:00:00+0100",
+    ])
+    def test_parse_rfc3339_rejects(self, text: str) -> None:
+        with pytest.raises(ValueError):
+            parse_rfc3339(text)
+
+    def test_format_rfc3339_is_utc_whole_seconds(self) -> None:
+        moment = datetime.datetime(2026, 1, 31, 13, 0, 0, 999999, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
+        assert format_rfc3339(moment) == "2026-01-31T12:00:00Z"
+
+    def test_format_rfc3339_takes_a_naive_time_as_utc(self) -> None:
+        assert format_rfc3339(datetime.datetime(2026, 1, 31, 12, 0, 0, 5)) == "2026-01-31T12:00:00Z"
+
+    def test_round_trip(self) -> None:
+        assert format_rfc3339(parse_rfc3339("2026-01-31T07:00:00-05:00")) == "2026-01-31T12:00:00Z"
+        assert parse_rfc3339(format_rfc3339(NOW)) == NOW
 
 
 def api_exception(status: int, reason: str, message: str | None = None, body: str | None = None) -> ApiException:

@@ -30,11 +30,9 @@ from ansible_collections.u7s.cluster.plugins.modules.join_token import (
     ca_cert_hashes,
     choose_token,
     endpoint_from_server,
-    format_rfc3339,
     new_token,
     parse_cluster_info,
     parse_duration,
-    parse_rfc3339,
     token_from_secret,
     token_is_usable,
 )
@@ -43,7 +41,7 @@ UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
 
 
-# ---------------------------------------------------------------- durations and times
+# ---------------------------------------------------------------- durations
 
 
 @pytest.mark.parametrize("value, seconds", [
@@ -58,30 +56,6 @@ def test_parse_duration(value: t.Any, seconds: int) -> None:
 def test_parse_duration_rejects(value: t.Any) -> None:
     with pytest.raises(ValueError, match="^ttl must"):
         parse_duration(value, "ttl")
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("2026-01-31T12:00:00Z", NOW),
-    ("2026-01-31t12:00:00z", NOW),
-    ("2026-01-31T13:30:00+01:30", NOW),
-    ("2026-01-31T07:00:00-05:00", NOW),
-    ("2026-01-31T12:00:00.250Z", NOW.replace(microsecond=250000)),
-])
-def test_parse_rfc3339(text: str, expected: datetime.datetime) -> None:
-    parsed = parse_rfc3339(text)
-    assert parsed == expected
-    assert parsed.utcoffset() == datetime.timedelta(0)
-
-
-@pytest.mark.parametrize("text", ["2026-01-31 12:00:00", "2026-01-31T12:00:00", "tomorrow", "2026-13-01T00:00:00Z"])
-def test_parse_rfc3339_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_rfc3339(text)
-
-
-def test_format_rfc3339_is_utc_whole_seconds() -> None:
-    moment = datetime.datetime(2026, 1, 31, 13, 0, 0, 999999, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
-    assert format_rfc3339(moment) == "2026-01-31T12:00:00Z"
 
 
 # ---------------------------------------------------------------- tokens
