@@ -38,7 +38,10 @@ DEFAULT_PREFIX = 24
 MIN_PREFIX = 16
 MAX_PREFIX = 29
 # Per-host inventory variable that sets a node subnet by hand.
-SUBNET_VARIABLE = "node_subnet"
+SUBNET_VARIABLE = "u7s_node_subnet"
+# The settings behind the pool and the prefix.
+POOL_VARIABLE = "u7s_node_subnet_pool"
+PREFIX_VARIABLE = "u7s_node_subnet_prefix"
 
 SOURCE_OVERRIDE = "override"
 SOURCE_RECORDED = "recorded"
@@ -148,7 +151,8 @@ def _recorded_subject(name: str) -> str:
 def _record_fix(key: str, name: str) -> str:
     if key == "override":
         return " Fix: correct %s of host %s." % (SUBNET_VARIABLE, name)
-    return " Fix: repair the node state file on host %s, or reset host %s." % (name, name)
+    return (" Fix: repair the node state file on host %s (~/.local/state/u7s/node.json of the cluster user), "
+            "which records the subnet its node uses." % name)
 
 
 def parse_host_records(records: t.Any) -> list[HostRecord]:
@@ -347,17 +351,17 @@ def _parse_plan_input(
         problems.append(str(exc))
         hosts = []
     try:
-        prefix_length = _parse_prefix(prefix, "The node subnet prefix (prefix)")
+        prefix_length = _parse_prefix(prefix, "The node subnet prefix (%s)" % PREFIX_VARIABLE)
         if not MIN_PREFIX <= prefix_length <= MAX_PREFIX:
             raise NodeNetworkError(
-                "The node subnet prefix (prefix) must be between %d and %d, got %d."
-                % (MIN_PREFIX, MAX_PREFIX, prefix_length)
+                "The node subnet prefix (%s) must be between %d and %d, got %d."
+                % (PREFIX_VARIABLE, MIN_PREFIX, MAX_PREFIX, prefix_length)
             )
     except NodeNetworkError as exc:
         problems.append(str(exc))
         prefix_length = None
     try:
-        pool_network: ipaddress.IPv4Network | None = parse_subnet(pool, "The node subnet pool (pool)")
+        pool_network: ipaddress.IPv4Network | None = parse_subnet(pool, "The node subnet pool (%s)" % POOL_VARIABLE)
     except NodeNetworkError as exc:
         problems.append(str(exc))
         pool_network = None
@@ -389,22 +393,20 @@ def _overrides_overlap_problem(first: HostRecord, second: HostRecord) -> str:
 
 def _override_moves_node_problem(host: HostRecord) -> str:
     return (
-        "Host %s: %s is %s, but its existing node network uses %s. Changing an existing "
-        "node's subnet needs the node removed first. Fix: reset host %s and run again, "
-        "or set %s to %s (or remove it)."
-        % (host.name, SUBNET_VARIABLE, host.override, host.recorded, host.name,
-           SUBNET_VARIABLE, host.recorded)
+        "Host %s: %s is %s, but its existing node network uses %s, and an existing node keeps "
+        "its subnet. Fix: set %s on host %s to %s, or remove it."
+        % (host.name, SUBNET_VARIABLE, host.override, host.recorded,
+           SUBNET_VARIABLE, host.name, host.recorded)
     )
 
 
 def _override_over_recorded_problem(other: HostRecord, host: HostRecord) -> str:
     """other's override overlaps the subnet host's existing node network uses."""
     return (
-        "Host %s: %s %s overlaps %s, which the existing node network of host %s uses; host %s's "
-        "node network would need to change, and that needs its node removed first (reset). "
-        "Fix: choose another %s for host %s, or reset host %s first."
-        % (other.name, SUBNET_VARIABLE, other.override, host.recorded, host.name, host.name,
-           SUBNET_VARIABLE, other.name, host.name)
+        "Host %s: %s %s overlaps %s, which the existing node network of host %s uses, and an "
+        "existing node keeps its subnet. Fix: choose another %s for host %s."
+        % (other.name, SUBNET_VARIABLE, other.override, host.recorded, host.name,
+           SUBNET_VARIABLE, other.name)
     )
 
 
@@ -415,9 +417,9 @@ def _blocked_problem(host: HostRecord, labels: t.Sequence[str]) -> str:
             _override_subject(host.name), host.override, " and ".join(labels), SUBNET_VARIABLE, host.name
         )
     return (
-        "%s %s overlaps %s. Changing an existing node's subnet needs the node removed first. "
-        "Fix: reset host %s so it gets a new subnet, or change the conflicting range."
-        % (_recorded_subject(host.name), host.recorded, " and ".join(labels), host.name)
+        "%s %s overlaps %s, and an existing node keeps its subnet. Fix: change the conflicting "
+        "range (u7s_pod_cidr, u7s_service_cidr or the host's address) so that it leaves %s free."
+        % (_recorded_subject(host.name), host.recorded, " and ".join(labels), host.recorded)
     )
 
 

@@ -163,6 +163,7 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.u7s.cluster.plugins.module_utils.durations import parse_duration
 from ansible_collections.u7s.cluster.plugins.module_utils.kube import (
     REQUEST_TIMEOUT,
     ApiException,
@@ -203,32 +204,10 @@ TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 CLUSTER_INFO_NAMESPACE = "kube-public"
 CLUSTER_INFO_NAME = "cluster-info"
 
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _PEM_CERT_RE = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 
 
 # ---------------------------------------------------------------- durations and times
-
-
-def parse_duration(value: t.Any, option: str) -> int:
-    """Seconds of a duration option: an int, a digit string, or ``1h30m``-style text."""
-    if isinstance(value, bool):
-        raise ValueError("%s must be a duration like 1h, 10m or 90s, got %r." % (option, value))
-    if isinstance(value, int):
-        seconds = value
-    else:
-        text = str(value).strip()
-        match = _DURATION_RE.match(text)
-        if text.isdigit():
-            seconds = int(text)
-        elif text and match:
-            hours, minutes, secs = (int(part or 0) for part in match.groups())
-            seconds = hours * 3600 + minutes * 60 + secs
-        else:
-            raise ValueError("%s must be a duration like 1h, 10m, 1h30m or 90s (or seconds), got %r." % (option, value))
-    if seconds < 0:
-        raise ValueError("%s must not be negative, got %r." % (option, value))
-    return seconds
 
 
 def utcnow() -> datetime.datetime:

@@ -55,8 +55,7 @@ attributes:
   platform:
     platforms: linux
 seealso:
-  - plugin: u7s.cluster.port_conflicts
-    plugin_type: filter
+  - module: u7s.cluster.cluster_plan
 author:
   - u7s.cluster developers (@u7s)
 """
