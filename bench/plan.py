@@ -30,6 +30,13 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests"))
 import conftest  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
+import yaml  # noqa: E402
+
+from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (  # noqa: E402
+    CONTROLLER_SETTINGS,
+    ClusterInput,
+    plan_cluster,
+)
 from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import plan_node_networks  # noqa: E402
 from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts  # noqa: E402
 
@@ -46,7 +53,8 @@ OVERRIDE_EVERY = 500
 RECORDED_EVERY = 100
 SHARED_EVERY = 50
 # label -> (hosts, seconds): the run fails when the label takes that long or longer for that many hosts.
-TARGETS = {"plan_node_networks": (10000, 1.0)}
+TARGETS = {"plan_node_networks": (10000, 1.0), "plan_cluster": (10000, 1.0)}
+SETTINGS_ROLE = os.path.join(REPO_ROOT, "roles", "settings")
 NEAR_LINEAR = 15.0  # growth per tenfold hosts still called near linear
 
 
@@ -105,10 +113,40 @@ def _ports(inv: Inventory) -> t.Callable[[], t.Any]:
     return call
 
 
+def _settings() -> tuple[dict[str, t.Any], dict[str, t.Any]]:
+    """The settings' spec and their defaults, from the u7s.cluster.settings role."""
+    with open(os.path.join(SETTINGS_ROLE, "meta", "argument_specs.yml"), encoding="utf-8") as handle:
+        spec = yaml.safe_load(handle)["argument_specs"]["settings"]["options"]
+    with open(os.path.join(SETTINGS_ROLE, "defaults", "main.yml"), encoding="utf-8") as handle:
+        defaults = yaml.safe_load(handle)
+    return spec, {name: value for name, value in defaults.items() if name not in CONTROLLER_SETTINGS}
+
+
+def _cluster(inv: Inventory) -> t.Callable[[], t.Any]:
+    """The whole inventory check the settings role runs: every setting of every host, names, networks, ports."""
+    spec, defaults = _settings()
+    defaults.update(u7s_node_subnet_pool=POOL, u7s_pod_cidr="10.128.0.0/10", u7s_service_cidr="10.96.0.0/12")
+    names = [record["name"] for record in inv.records]
+    hosts = []
+    for record, address in zip(inv.records, inv.host_addresses):
+        settings = dict(defaults, u7s_host_ip=address, u7s_node_subnet=record["override"] or "")
+        hosts.append({"name": record["name"], "settings": settings, "renamed": [], "ansible_host": address,
+                      "default_ipv4": address, "all_ipv4": [address], "recorded_subnet": record["recorded"]})
+    model = ClusterInput("u7s_cluster", {"u7s_cluster": names, "control_plane": names[:1]}, spec)
+
+    def call() -> t.Any:
+        plan = plan_cluster(model, hosts)
+        # The shared addresses publish the same ports twice: those are the only problems.
+        assert len(plan["problems"]) == 4 * inv.shared, plan["problems"][:3]
+        return plan
+    return call
+
+
 # (label, builder): builder(inventory) returns the call to time.
 MEASURED: list[tuple[str, t.Callable[[Inventory], t.Callable[[], t.Any]]]] = [
     ("plan_node_networks", _plan),
     ("port_conflicts", _ports),
+    ("plan_cluster", _cluster),
 ]
 
 

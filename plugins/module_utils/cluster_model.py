@@ -159,19 +159,39 @@ class _Problems:
             self.items.append(text)
 
 
-def _key(value: t.Any) -> str:
+_SCALARS = (str, int, float, bool, type(None))
+# Declared types a value of these Python types already has (bool is no int here).
+_PYTHON_TYPES = {"str": (str,), "int": (int,), "bool": (bool,), "dict": (dict,), "path": (str,)}
+
+
+def _key(value: t.Any) -> t.Hashable:
+    """A hashable key equal for equal values (scalars directly: this runs for every host and setting)."""
+    if isinstance(value, _SCALARS):
+        return (type(value).__name__, value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def _has_declared_type(option: Mapping[str, t.Any], value: t.Any) -> bool:
+    """Whether value needs no conversion or check beyond its declared type and choices."""
+    types = _PYTHON_TYPES.get(option.get("type", "str"))
+    if types is None or not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        return False
+    return "choices" not in option or value in option["choices"]
 
 
 class _Coercer:
     """Type checks of the settings against their declared spec, once per distinct value."""
 
     def __init__(self, spec: Mapping[str, Mapping[str, t.Any]]) -> None:
+        self._spec = spec
         self._validators = {name: ArgumentSpecValidator({name: dict(option)}) for name, option in spec.items()}
-        self._cache: dict[tuple[str, str], tuple[t.Any, str | None]] = {}
+        self._cache: dict[tuple[str, t.Hashable], tuple[t.Any, str | None]] = {}
 
     def coerce(self, name: str, value: t.Any) -> tuple[t.Any, str | None]:
         """The value as its declared type, or None and the reason it is not one."""
+        option = self._spec.get(name)
+        if option is not None and _has_declared_type(option, value):
+            return value, None
         key = (name, _key(value))
         found = self._cache.get(key)
         if found is None:
@@ -388,9 +408,8 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
                 "on all but one of them (an existing node keeps its name)." % (_sentence(describe_hosts(where)), node_name))
 
     networks = _check_networks(cluster, hosts, addresses, problems)
-    port_problems = _port_problems(hosts, resolved, addresses, extra)
-    for text in port_problems:
-        problems.add(text)
+    for text in _port_problems(hosts, resolved, addresses, extra):
+        problems.add(_sentence(text))
 
     plan: dict[str, t.Any] = {}
     if networks is not None:
@@ -540,7 +559,15 @@ def _check_networks(
         if inside:
             problems.add("%s %s contains the address of %s; the hosts would be unreachable from pods. Fix: choose a "
                          "%s apart from the hosts' network." % (setting, network, describe_hosts(inside), setting))
-    if pod is None or service is None:
+    pool = parsed.get("u7s_node_subnet_pool")
+    blocked = False
+    for setting, network in (("u7s_pod_cidr", pod), ("u7s_service_cidr", service)):
+        if pool is not None and network is not None and pool.overlaps(network):
+            blocked = True
+            problems.add("u7s_node_subnet_pool %s overlaps %s %s, where no node subnet may lie. Fix: choose a "
+                         "u7s_node_subnet_pool apart from it (an existing node keeps its subnet)."
+                         % (pool, setting, network))
+    if pod is None or service is None or pool is None or blocked or pod.overlaps(service):
         return None
     return [pod, service]
 

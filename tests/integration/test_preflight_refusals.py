@@ -71,20 +71,58 @@ def test_nerdctl_is_refused_before_any_change(refused):
     assert "u7s_engine=nerdctl is not supported yet" in output
 
 
-def test_unknown_engine_is_refused_by_the_argument_spec(refused):
+def test_unknown_engine_is_refused_by_the_settings_check(refused):
     output = refused({"u7s_engine": "lxc"})
-    assert "rootless_runtime_engine" in output and "lxc" in output
+    assert "u7s_engine" in output and "lxc" in output
 
 
 def test_host_address_that_is_not_the_hosts_is_refused_before_any_change(refused):
-    output = refused({"node_host_ip": "192.0.2.99"})
-    assert "192.0.2.99 is not one of its addresses" in " ".join(output.split())
-    assert "node_host_ip" in output
+    output = refused({"u7s_host_ip": "192.0.2.99"})
+    assert "u7s_host_ip 192.0.2.99 is not one of its addresses" in " ".join(output.split())
 
 
 def test_node_subnet_inside_the_pod_network_is_refused_before_any_change(refused):
-    output = refused({"node_subnet": "10.244.5.0/24"})
+    output = refused({"u7s_node_subnet": "10.244.5.0/24"})
     assert "10.244.5.0/24 overlaps the reserved range 10.244.0.0/16" in " ".join(output.split())
+
+
+def test_renamed_variable_is_refused_with_its_new_name(refused):
+    output = " ".join(refused({"node_host_ip": "172.30.0.11"}).split())
+    assert "node_host_ip is set, but the collection no longer reads it" in output
+    assert "rename it to u7s_host_ip" in output
+
+
+def test_every_inventory_mistake_is_reported_at_once(testbed_host, refused):
+    """Several mistakes of different kinds: one run names them all, each with its variable and fix."""
+    output = " ".join(refused({
+        "u7s_pod_cidr": "10.96.0.0/12",
+        "u7s_extra_ports": [{"port": 10250, "protocol": "tcp"}, {"port": 30080, "protocol": "sctp"}],
+        "u7s_dns_domain": "Cluster_Local",
+        "u7s_control_plane_endpoint": "api.example.org:70000",
+    }).split())
+    assert "(6 problems)" in output, output
+    assert "u7s_pod_cidr 10.96.0.0/12 and u7s_service_cidr 10.96.0.0/16 overlap" in output
+    assert "the u7s_port_kubelet and u7s_extra_ports[0] (tcp) ports are both 10250/tcp" in output
+    assert "u7s_node_subnet_pool 10.100.0.0/16 overlaps u7s_pod_cidr 10.96.0.0/12" in output
+    assert f"Host {testbed_host.name}: u7s_extra_ports[1] has protocol 'sctp'" in output
+    assert "u7s_dns_domain: 'Cluster_Local' is not a DNS domain" in output
+    assert "u7s_control_plane_endpoint has port '70000'" in output
+
+
+def test_subid_count_a_rootless_engine_cannot_use_is_refused(testbed_host, refused):
+    output = " ".join(refused({"host_prereqs_subid_count": 1000}).split())
+    assert f"Preflight failed on {testbed_host.name}" in output
+    assert "host_prereqs_subid_count is 1000; a rootless engine needs at least 65536" in output
+
+
+def test_base_image_of_another_kubernetes_version_is_refused(testbed_host, refused):
+    output = " ".join(refused({"node_image_base": "localhost/u7s/node-base:v1.35.0"}).split())
+    assert "carries Kubernetes v1.35.0, but u7s_kubernetes_version is v1.36.4" in output
+
+
+def test_join_token_lifetime_kubeadm_cannot_use_is_refused(refused):
+    output = " ".join(refused({"kubeadm_join_token_ttl": "5m", "kubeadm_join_token_min_remaining": "10m"}).split())
+    assert "kubeadm_join_token_ttl (5m) must be a duration like 1h or 30m" in output
 
 
 @pytest.fixture
@@ -101,5 +139,5 @@ def apiserver_port_taken(testbed_host):
 
 def test_port_held_by_another_account_is_refused_before_any_change(refused, apiserver_port_taken):
     output = refused({})
-    assert "port 6443/tcp is held by root" in " ".join(output.split())
+    assert "port 6443/tcp (u7s_port_apiserver) is held by root" in " ".join(output.split())
     assert "u7s_port_apiserver" in output  # the fix is named

@@ -57,7 +57,6 @@ def role_variables(role: str, inventory: dict | None = None, facts: dict | None 
 
     role defaults < inventory (group_vars, host_vars) < role vars/main.yml < facts
     (set_fact, registered results); plus the magic variables a template gets.
-    """
     Every role depends on u7s.cluster.settings, whose defaults and vars come first.
     """
     variables: dict = {"ansible_managed": "Managed by Ansible", "inventory_dir": "/srv/inventory"}
