@@ -251,23 +251,28 @@ build_small_rootfs() {
 
 # ---------------------------------------------------------------- images
 
-# docker_build REF CONTEXT: build CONTEXT/Dockerfile as REF (labels say where it came from).
+# docker_build REF CONTEXT [BUILD-ARG...]: build CONTEXT/Dockerfile as REF
+# (labels say where it came from); BUILD-ARGs are NAME=VALUE for its ARGs.
 docker_build() {
-  local ref=$1 ctx=$2 old
+  local ref=$1 ctx=$2 old a args=()
+  shift 2
+  for a in "$@"; do args+=(--build-arg "$a"); done
   old=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null || true)
   # The classic builder warns about its deprecation on stderr: keep that for failures only.
-  docker build -q --rm --force-rm -t "$ref" \
+  docker build -q --rm --force-rm -t "$ref" "${args[@]}" \
     --label "io.u7s.images.key=$KEY" --label "io.u7s.bundle=$BUNDLE_NAME" "$ctx" >/dev/null 2>"$ctx.build.log" ||
     { cat "$ctx.build.log" >&2; die "docker build of $ref failed (context $ctx)"; }
   [[ -z $old ]] || SUPERSEDED+=("$old")
   log "built $ref ($(docker image inspect -f '{{.Id}}' "$ref" | cut -c8-19))"
 }
 
-# context NAME FILE...: a fresh build context holding FILEs (hard links when possible).
+# context NAME DOCKERFILE FILE...: a fresh build context holding DOCKERFILE (one
+# of artifacts/images/*/Dockerfile) and FILEs (hard links when possible).
 context() {
   local c=$WORK/ctx/$1 f
-  shift
   mkdir -p "$c"
+  cp "$2" "$c/Dockerfile"
+  shift 2
   for f in "$@"; do ln "$f" "$c/" 2>/dev/null || cp -a "$f" "$c/"; done
   echo "$c"
 }
@@ -276,70 +281,41 @@ add_image() { # ROLE REF: remember an image for saving and the manifest
   IMAGES+=("$1 $2")
 }
 
-# Image ref -> the way it is built, for every image kubeadm names.
+# Image ref -> the way it is built, for every image kubeadm names. Each
+# Dockerfile is artifacts/images/<image>/Dockerfile and says what it expects
+# in its context.
 build_kubeadm_image() {
-  local ref=$1 repo name c b=$WORK/bundle
+  local ref=$1 repo name c args=() b=$WORK/bundle r=$WORK/rootfs
   repo=${ref%:*}
   name=${repo#registry.k8s.io/}
   case $name in
     kube-apiserver | kube-controller-manager | kube-scheduler)
-      c=$(context "$name" "$WORK/rootfs/static-base.tar" "$b/bin/$name")
-      printf '%s\n' "FROM scratch" "ADD static-base.tar /" "COPY $name /usr/local/bin/$name" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "ENTRYPOINT [\"/usr/local/bin/$name\"]" >"$c/Dockerfile"
+      c=$(context "$name" "$SRC/control-plane/Dockerfile" "$r/static-base.tar" "$b/bin/$name")
+      args=("COMPONENT=$name")
       ;;
-    kube-proxy)
-      c=$(context "$name" "$WORK/rootfs/kube-proxy.tar" "$b/bin/kube-proxy")
-      printf '%s\n' "FROM scratch" "ADD kube-proxy.tar /" "COPY kube-proxy /usr/local/bin/kube-proxy" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        'ENTRYPOINT ["/usr/local/bin/kube-proxy"]' >"$c/Dockerfile"
-      ;;
-    etcd)
-      # Like the upstream image: no entrypoint, kubeadm's static pod runs `etcd`.
-      c=$(context etcd "$WORK/rootfs/static-base.tar" "$b/bin/etcd" "$b/bin/etcdctl" "$b/bin/etcdutl")
-      printf '%s\n' "FROM scratch" "ADD static-base.tar /" "COPY etcd etcdctl etcdutl /usr/local/bin/" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "EXPOSE 2379 2380" 'CMD ["/usr/local/bin/etcd"]' >"$c/Dockerfile"
-      ;;
-    coredns/coredns)
-      # Upstream runs it as nonroot (65532); binding :53 relies on the
-      # runtime's unprivileged ports (containerd config), not file capabilities.
-      c=$(context coredns "$WORK/rootfs/static-base.tar" "$b/bin/coredns")
-      printf '%s\n' "FROM scratch" "ADD static-base.tar /" "COPY coredns /coredns" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "USER 65532:65532" "WORKDIR /" "EXPOSE 53 53/udp" 'ENTRYPOINT ["/coredns"]' >"$c/Dockerfile"
-      ;;
-    pause)
-      c=$(context pause "$b/bin/pause")
-      printf '%s\n' "FROM scratch" "COPY pause /pause" "USER 65535:65535" 'ENTRYPOINT ["/pause"]' >"$c/Dockerfile"
-      ;;
+    kube-proxy) c=$(context kube-proxy "$SRC/kube-proxy/Dockerfile" "$r/kube-proxy.tar" "$b/bin/kube-proxy") ;;
+    etcd) c=$(context etcd "$SRC/etcd/Dockerfile" "$r/static-base.tar" "$b/bin/etcd" "$b/bin/etcdctl" "$b/bin/etcdutl") ;;
+    coredns/coredns) c=$(context coredns "$SRC/coredns/Dockerfile" "$r/static-base.tar" "$b/bin/coredns") ;;
+    pause) c=$(context pause "$SRC/pause/Dockerfile" "$b/bin/pause") ;;
     *) die "kubeadm wants $ref, which this script does not know how to build" ;;
   esac
-  docker_build "$ref" "$c"
+  docker_build "$ref" "$c" "${args[@]}"
   add_image kubeadm "$ref"
 }
 
 build_component_images() {
-  local ref c b=$WORK/bundle
+  local ref c b=$WORK/bundle r=$WORK/rootfs
   for ref in "${KUBEADM_IMAGES[@]}"; do build_kubeadm_image "$ref"; done
 
-  c=$(context flannel "$WORK/rootfs/flannel.tar" "$b/bin/flanneld")
-  printf '%s\n' "FROM scratch" "ADD flannel.tar /" "COPY flanneld /opt/bin/flanneld" \
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    'ENTRYPOINT ["/opt/bin/flanneld"]' >"$c/Dockerfile"
+  c=$(context flannel "$SRC/flannel/Dockerfile" "$r/flannel.tar" "$b/bin/flanneld")
   docker_build "$FLANNEL_IMAGE" "$c"
   add_image flannel "$FLANNEL_IMAGE"
 
-  # Holds the flannel CNI binary at /flannel (copied to the host by an init container with `cp`).
-  c=$(context flannel-cni-plugin "$WORK/rootfs/busybox.tar" "$b/cni/flannel")
-  printf '%s\n' "FROM scratch" "ADD busybox.tar /" "COPY flannel /flannel" \
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" 'CMD ["sh"]' >"$c/Dockerfile"
+  c=$(context flannel-cni-plugin "$SRC/flannel-cni-plugin/Dockerfile" "$r/busybox.tar" "$b/cni/flannel")
   docker_build "$FLANNEL_CNI_IMAGE" "$c"
   add_image flannel "$FLANNEL_CNI_IMAGE"
 
-  c=$(context busybox "$WORK/rootfs/busybox.tar")
-  printf '%s\n' "FROM scratch" "ADD busybox.tar /" \
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" 'CMD ["sh"]' >"$c/Dockerfile"
+  c=$(context busybox "$SRC/busybox/Dockerfile" "$r/busybox.tar")
   docker_build "$BUSYBOX_IMAGE" "$c"
   add_image test "$BUSYBOX_IMAGE"
 }
@@ -463,18 +439,8 @@ build_node_image() {
   tar -C "$c/config" --owner=0 --group=0 --numeric-owner --sort=name -cf "$c/config.tar" .
   rm -rf "$c/config"
   node_images "$c/kind-images"
-  cat >"$c/Dockerfile" <<EOF
-FROM scratch
-ADD rootfs.tar /
-COPY bin/ /
-ADD config.tar /
-COPY kind-images/ /kind/images/
-LABEL io.u7s.kubernetes-version=$K8S_VERSION
-ENV container=docker
-STOPSIGNAL SIGRTMIN+3
-ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
-EOF
-  docker_build "$NODE_IMAGE" "$c"
+  cp "$SRC/node-base/Dockerfile" "$c/Dockerfile"
+  docker_build "$NODE_IMAGE" "$c" "K8S_VERSION=$K8S_VERSION"
   add_image node "$NODE_IMAGE"
   # Debian versions that matter to users of the node, for the manifest.
   NODE_DEB_VERSIONS=$(tar -xOf "$c/rootfs.tar" ./var/lib/dpkg/status |
