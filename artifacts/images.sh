@@ -37,10 +37,15 @@ set -euo pipefail
 
 ARTIFACTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF=$ARTIFACTS_DIR/$(basename "${BASH_SOURCE[0]}")
+LIB=$(dirname "$ARTIFACTS_DIR")/lib/u7s-shell.sh
+# log/die/need, step, timings_json, heavy, take_lock, short_hash, debian_arch,
+# mounts, run_debootstrap, build_exit_trap, usage.
+# shellcheck source-path=SCRIPTDIR/.. source=lib/u7s-shell.sh
+. "$LIB" "images.sh: " "images.sh: error: "
 SRC=$ARTIFACTS_DIR/images
 BUNDLE_SH=$ARTIFACTS_DIR/bundle.sh
-CACHE_DIR=${U7S_CACHE_DIR:-/var/cache/u7s}
-IMG_CACHE=$CACHE_DIR/images
+IMG_CACHE=$U7S_CACHE_ROOT/images
+# shellcheck disable=SC2034 # heavy's nice level
 NICE=${U7S_IMAGES_NICE:-10}
 ZSTD_LEVEL=${U7S_IMAGES_ZSTD_LEVEL:-10}
 DEBIAN_MIRROR=${U7S_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -51,11 +56,6 @@ MANIFEST_SCHEMA=1
 # No buildx plugin here; the classic builder does all we need (ADD of a rootfs tar).
 export DOCKER_BUILDKIT=0
 
-log() { echo "images.sh: $*" >&2; }
-die() { echo "images.sh: error: $*" >&2; exit 1; }
-need() { local c; for c in "$@"; do command -v "$c" >/dev/null || die "'$c' not found in PATH"; done; }
-heavy() { nice -n "$NICE" "$@"; }
-
 # ---------------------------------------------------------------- inputs and key
 
 load_settings() {
@@ -65,24 +65,25 @@ load_settings() {
   for k in IMAGES_REVISION DEBIAN_SUITE LOCAL_REPO; do
     [[ -n ${!k:-} ]] || die "$SRC/images.env does not set $k"
   done
-  ARCH=$(uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)
+  ARCH=$(debian_arch)
   BUNDLE_NAME=$("$BUNDLE_SH" name)
 }
 
 # Hash of everything that decides the images: the bundle (its name carries the
-# pins' hash), this script, and every file under artifacts/images/ (content,
-# mode, symlink target). Debian's archive is not part of it: a rebuild with the
+# pins' hash), this script, the shell library it sources, and every file under
+# artifacts/images/ (content, mode, symlink target: the Dockerfiles included). Debian's archive is not part of it: a rebuild with the
 # same key may pick up newer point-release packages, recorded in manifest.json.
 compute_key() {
   local h
   h=$({
     echo "schema $MANIFEST_SCHEMA bundle $BUNDLE_NAME arch $ARCH"
     sha256sum <"$SELF"
+    sha256sum <"$LIB"
     cd "$SRC"
     find . \( -type f -o -type l \) -print | LC_ALL=C sort | while read -r f; do
       if [[ -L $f ]]; then echo "link $f $(readlink "$f")"; else echo "file $f $(stat -c %a "$f") $(sha256sum <"$f")"; fi
     done
-  } | sha256sum | cut -c1-12)
+  } | short_hash)
   KEY="u7s-images-${BUNDLE_NAME#u7s-k8s-bundle-}-$h"
   OUT=$IMG_CACHE/$KEY
 }
@@ -208,7 +209,7 @@ rootfs_finish() {
   [[ ! -d $d/usr/share/doc ]] || find "$d/usr/share/doc" ! -type d ! -name copyright -delete
 }
 
-# tar_dir DIR OUT: a rootfs as a tar for the Dockerfile's ADD.
+# tar_dir DIR OUT: a rootfs as a tar for the Dockerfile's ADD (OUT - = stdout).
 tar_dir() {
   heavy tar -C "$1" --numeric-owner --sort=name --xattrs --xattrs-include='security.capability' -cf "$2" .
 }
@@ -327,16 +328,15 @@ node_debootstrap() {
   local d=$1 include
   include=$(list_packages "$SRC/packages/node-base.list" | paste -sd, -)
   mkdir -p "$IMG_CACHE/debootstrap-debs"
-  heavy debootstrap --variant=minbase --arch="$ARCH" --include="$include" --keyring="$KEYRING" \
-    --cache-dir="$IMG_CACHE/debootstrap-debs" "$DEBIAN_SUITE" "$d" "$DEBIAN_MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
-    { tail -n 30 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log: $WORK/debootstrap.log)"; }
+  run_debootstrap "$WORK/debootstrap.log" "$DEBIAN_SUITE" "$d" "$DEBIAN_MIRROR" \
+    --arch="$ARCH" --include="$include" --keyring="$KEYRING" --cache-dir="$IMG_CACHE/debootstrap-debs"
 }
 
 # Generic clean-up of the debootstrap result: host leftovers, caches, docs.
 node_rootfs_clean() {
   local d=$1
   # Nothing may stay mounted (debootstrap mounts /proc and /sys while it works).
-  if findmnt -rn -o TARGET | grep -q "^$d/"; then die "mounts left under $d"; fi
+  [[ -z $(mounts_below "$d") ]] || die "mounts left under $d"
   find "$d/dev" -mindepth 1 -delete
   rm -rf "$d"/var/lib/apt/lists/* "$d"/var/cache/apt/*.bin "$d"/var/cache/apt/archives/*.deb \
     "$d"/var/cache/debconf/*-old "$d"/var/lib/dpkg/*-old "$d"/tmp/* "$d"/var/tmp/*
@@ -361,8 +361,8 @@ node_rootfs() {
   h=$({
     echo "$DEBIAN_SUITE $ARCH $DEBIAN_MIRROR"
     list_packages "$SRC/packages/node-base.list"
-    declare -f node_debootstrap node_rootfs_clean
-  } | sha256sum | cut -c1-16)
+    declare -f node_debootstrap run_debootstrap node_rootfs_clean mounts_below
+  } | short_hash 16)
   tarball=$IMG_CACHE/rootfs/node-base-$DEBIAN_SUITE-$ARCH-$h.tar.zst
   if [[ -s $tarball ]]; then
     log "reusing Debian rootfs $tarball"
@@ -372,8 +372,7 @@ node_rootfs() {
     node_debootstrap "$d"
     node_rootfs_clean "$d"
     mkdir -p "$IMG_CACHE/rootfs"
-    tar -C "$d" --numeric-owner --sort=name --xattrs --xattrs-include='security.capability' -cf - . |
-      heavy zstd -q -T0 -3 -o "$tarball.tmp"
+    tar_dir "$d" - | heavy zstd -q -T0 -3 -o "$tarball.tmp"
     mv "$tarball.tmp" "$tarball"
     rm -rf "$d"
     log "cached Debian rootfs $tarball ($(du -h "$tarball" | cut -f1))"
@@ -481,16 +480,6 @@ set_local_refs() {
   NODE_IMAGE=$LOCAL_REPO/node-base:$K8S_VERSION
 }
 
-# step LABEL CMD...: run one build step, record its wall time.
-step() {
-  local label=$1 t0=$SECONDS
-  shift
-  CURRENT_STEP=$label
-  log "$label ..."
-  "$@"
-  TIMINGS+=("$label	$((SECONDS - t0))")
-}
-
 # docker save | zstd of every image into WORK/out, one file each.
 save_images() {
   local o=$WORK/out role ref file entry
@@ -508,35 +497,26 @@ save_images() {
 
 write_manifest() {
   local o=$WORK/out
-  printf '%s\n' "${TIMINGS[@]}" >"$WORK/timings.tsv"
   jq -n --argjson schema "$MANIFEST_SCHEMA" --arg key "$KEY" --arg bundle "$BUNDLE_NAME" --arg arch "$ARCH" \
     --arg k8s "$K8S_VERSION" --arg suite "$DEBIAN_SUITE" --arg mirror "$DEBIAN_MIRROR" \
     --arg busybox "$BUSYBOX_VERSION" --argjson node_debs "$NODE_DEB_VERSIONS" \
     --arg zstd "zstd -$ZSTD_LEVEL --long=27" --arg built "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    --slurpfile images "$WORK/images.json" --rawfile timings "$WORK/timings.tsv" \
+    --slurpfile images "$WORK/images.json" --argjson timings "$(timings_json)" \
     '{schema: $schema, key: $key, bundle: $bundle, arch: $arch, k8s_version: $k8s,
       debian: ({suite: $suite, mirror: $mirror, "busybox-static": $busybox} + $node_debs),
       compression: $zstd, load: "zstd -dc FILE | docker load",
       built_at: $built, images: $images,
-      build_seconds: ($timings | split("\n") | map(select(. != "") | split("\t") | {(.[0]): (.[1] | tonumber)}) | add)}' \
+      build_seconds: $timings}' \
     >"$o/manifest.json"
   (cd "$o" && sha256sum -- *.tar.zst manifest.json >SHA256SUMS)
 }
 
-cleanup_work() {
-  local rc=$? m
-  # Never leave a mount behind (an interrupted debootstrap mounts proc/sys in its target).
-  if [[ -n ${WORK:-} && -d ${WORK:-} ]]; then
-    findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | while read -r m; do umount -l "$m" || true; done
-  fi
-  if ((rc)); then log "FAILED during: ${CURRENT_STEP:-setup} (work dir kept: ${WORK:-none})"; fi
-}
-
 build_all() {
-  need debootstrap docker dpkg-deb apt-get jq zstd tar findmnt
+  need debootstrap docker dpkg-deb apt-get jq zstd tar
   mkdir -p "$IMG_CACHE/work"
   WORK=$(mktemp -d "$IMG_CACHE/work/$KEY.XXXXXX")
-  trap cleanup_work EXIT
+  # Never leave a mount behind (an interrupted debootstrap mounts proc/sys in its target).
+  trap build_exit_trap EXIT
   TIMINGS=() IMAGES=() SUPERSEDED=()
   local t0=$SECONDS
   log "building $KEY in $WORK"
@@ -607,9 +587,7 @@ summary() {
 
 cmd_build() {
   need docker jq zstd flock
-  mkdir -p "$IMG_CACHE"
-  exec 9>"$IMG_CACHE/.build.lock"
-  flock 9 || die "cannot lock $IMG_CACHE/.build.lock"
+  take_lock "$IMG_CACHE/.build.lock"
   BUNDLE=$("$BUNDLE_SH" build | tail -n1)
   [[ $(basename "$BUNDLE") == "$BUNDLE_NAME" && -f $BUNDLE/manifest.json ]] || die "bundle.sh build gave $BUNDLE, expected $BUNDLE_NAME"
   load_pins "$BUNDLE/manifest.json"
@@ -772,11 +750,10 @@ cmd_smoke() {
 # the engine's images and the Debian caches stay.
 cmd_prune() {
   local d n=0
-  exec 9>"$IMG_CACHE/.build.lock"
-  flock 9 || die "cannot lock $IMG_CACHE/.build.lock"
+  take_lock "$IMG_CACHE/.build.lock"
   for d in "$IMG_CACHE"/u7s-images-* "$IMG_CACHE"/work/*; do
     [[ -e $d && $d != "$OUT" ]] || continue
-    if findmnt -rn -o TARGET | grep -q "^$d/"; then log "skipping $d: something is mounted below it"; continue; fi
+    if [[ -n $(mounts_below "$d") ]]; then log "skipping $d: something is mounted below it"; continue; fi
     rm -rf "$d"
     log "removed $d"
     n=$((n + 1))
@@ -792,6 +769,6 @@ case $CMD in
   verify) load_settings; compute_key; cmd_verify "${2:-}" ;;
   smoke) load_settings; compute_key; cmd_smoke ;;
   prune) load_settings; compute_key; mkdir -p "$IMG_CACHE"; cmd_prune ;;
-  -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
+  -h | --help | help) usage "$0" ;;
   *) die "usage: $0 build | list | path | verify | smoke | prune" ;;
 esac
