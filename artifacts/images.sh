@@ -16,14 +16,12 @@
 # ${U7S_CACHE_DIR:-/var/cache/u7s}/images/<key>/ with manifest.json and
 # SHA256SUMS; <key> changes with the bundle, this script, artifacts/images/*.
 #
-# Usage: images.sh build | list | path | verify | smoke | prune
+# Usage: images.sh build | list | path | verify | prune
 #   build   build or reuse the archive, load missing images into the local
 #           docker engine; summary on stderr, archive dir on the last stdout line
 #   list    image refs the archive holds (or would hold)
 #   path    archive dir for the current bundle + sources
 #   verify  checksums of the archive + the engine holds the archived image IDs
-#   smoke   boot the node image in the local engine and check it (see
-#           artifacts/images/README.md)
 #   prune   delete archives of other keys and leftover work dirs
 #
 # Environment:
@@ -645,107 +643,6 @@ cmd_verify() {
   echo "verify: ok $dir"
 }
 
-# Run inside the smoke node: a pod through the CRI as kubelet would start it
-# (sandbox from the pause image, bridge + host-local CNI from a throwaway
-# conf, systemd cgroup driver) with a busybox container pinging its gateway.
-SMOKE_POD=$(
-  cat <<'SCRIPT'
-set -euo pipefail
-echo '{"cniVersion": "1.0.0", "name": "smoke", "plugins": [
-  {"type": "bridge", "bridge": "smoke0", "isGateway": true, "ipMasq": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.255.253.0/24"}]]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}' >/etc/cni/net.d/99-smoke.conflist
-sleep 2
-echo '{"metadata": {"name": "smoke", "namespace": "default", "uid": "smoke"},
-  "linux": {"cgroup_parent": "kubepods.slice"}, "log_directory": "/tmp/smoke-pod"}' >/tmp/smoke-pod.json
-printf '{"metadata": {"name": "c"}, "image": {"image": "%s"}, "log_path": "c.log",
-  "command": ["sh", "-c", "ping -c1 -W3 10.255.253.1 >/dev/null && echo pod-ok && sleep 60"]}' "$BUSYBOX" >/tmp/smoke-ctr.json
-p=$(crictl runp /tmp/smoke-pod.json)
-c=$(crictl create "$p" /tmp/smoke-ctr.json /tmp/smoke-pod.json)
-crictl start "$c" >/dev/null
-for _ in $(seq 10); do crictl logs "$c" 2>/dev/null | grep -q pod-ok && break; sleep 1; done
-echo "$(crictl logs "$c" 2>&1 | tail -n1), pod IP $(crictl inspectp -o go-template --template '{{.status.network.ip}}' "$p"), cgroup $(crictl exec "$c" cat /proc/self/cgroup | grep -m1 pids | cut -d: -f3)"
-crictl stopp "$p" >/dev/null
-crictl rmp "$p" >/dev/null
-rm -f /etc/cni/net.d/99-smoke.conflist
-SCRIPT
-)
-
-# Boot the node image in the local engine and check what a Usernetes node
-# needs before `kubeadm init`. The engine runs rootful without --privileged
-# (it cannot here), hence the explicit capabilities; the node sits on a
-# user-defined network as in Usernetes, so Docker's embedded DNS is in play.
-cmd_smoke() {
-  need docker jq
-  archive_ok "$OUT" || die "no archive for $KEY (run: $0 build)"
-  local name=u7s-images-smoke-$$ node k8s wanted present state i failed=0
-  node=$(jq -r '.images[] | select(.role == "node") | .ref' "$OUT/manifest.json")
-  k8s=$(jq -r .k8s_version "$OUT/manifest.json")
-  docker image inspect "$node" >/dev/null 2>&1 || die "$node not in the engine (run: $0 build)"
-  # shellcheck disable=SC2064 # name is fixed now
-  trap "docker rm -f $name >/dev/null 2>&1; docker volume rm $name-var >/dev/null 2>&1; docker network rm $name >/dev/null 2>&1 || true" EXIT
-  docker network create "$name" >/dev/null
-  docker run -d --name "$name" --hostname "$name" --network "$name" --network-alias "$name-alias" \
-    --cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-    --security-opt systempaths=unconfined --device-cgroup-rule 'a *:* rwm' --cgroupns=private \
-    --tmpfs /run --tmpfs /run/lock --tmpfs /tmp -v "$name-var:/var" "$node" >/dev/null
-  x() { docker exec "$name" "$@"; }
-  check() { # LABEL OK(0/1) DETAIL
-    if (($2 == 0)); then echo "ok   $1: $3"; else echo "FAIL $1: $3"; failed=1; fi
-  }
-  for ((i = 0; i < 120; i++)); do
-    state=$(x systemctl is-system-running 2>/dev/null || true)
-    [[ $state == running || $state == degraded ]] && break
-    sleep 2
-  done
-  check "systemd state" "$([[ $state == running ]] && echo 0 || echo 1)" "$state; failed units: $(x systemctl --failed --no-legend --plain | awk '{print $1}' | paste -sd' ' -)"
-  check containerd "$([[ $(x systemctl is-active containerd) == active ]] && echo 0 || echo 1)" "$(x systemctl is-active containerd)"
-  for ((i = 0; i < 150; i++)); do
-    [[ $(x systemctl show -p ActiveState --value u7s-import-images) == activating ]] || break
-    sleep 2
-  done
-  check "image import" "$([[ $(x systemctl show -p Result --value u7s-import-images) == success && $(x systemctl is-active u7s-import-images) == active ]] && echo 0 || echo 1)" \
-    "$(x journalctl -u u7s-import-images -o cat --no-pager | grep -E 'imported|FAILED' | tail -n1)"
-  wanted=$( (x kubeadm config images list --kubernetes-version "$(x cat /kind/version)"; jq -r '.images[] | select(.role != "node") | .ref' "$OUT/manifest.json") | sort -u)
-  present=$(x crictl images -o json | jq -r '.images[] | select(.pinned) | .repoTags[]' | sort -u)
-  check "crictl images" "$([[ -z $(comm -23 <(echo "$wanted") <(echo "$present")) ]] && echo 0 || echo 1)" \
-    "$(echo "$wanted" | wc -l) wanted (kubeadm + flannel + test), pinned in k8s.io; missing: $(comm -23 <(echo "$wanted") <(echo "$present") | paste -sd' ' -)"
-  check "kubeadm version" "$([[ $(x kubeadm version -o short) == "$k8s" ]] && echo 0 || echo 1)" "$(x kubeadm version -o short)"
-  check "kubelet version" "$([[ $(x kubelet --version) == "Kubernetes $k8s" ]] && echo 0 || echo 1)" "$(x kubelet --version)"
-  check "sandbox image" "$(x grep -q "sandbox_image = \"$(x kubeadm config images list --kubernetes-version "$k8s" | grep /pause:)\"" /etc/containerd/config.toml && echo 0 || echo 1)" \
-    "$(x grep sandbox_image /etc/containerd/config.toml | tr -s ' ')"
-  # The alias is only in Docker's DNS, not in /etc/hosts; the second lookup
-  # comes from another network namespace, as a pod's (CoreDNS's) would.
-  local via_node via_pod
-  via_node=$(x getent ahostsv4 "$name-alias" | awk '{print $1; exit}')
-  via_pod=$(x sh -c "ip netns add u7s-smoke && ip link add u7s-smoke0 type veth peer name u7s-smoke1 &&
-    ip link set u7s-smoke1 netns u7s-smoke && ip addr add 10.255.254.1/30 dev u7s-smoke0 && ip link set u7s-smoke0 up &&
-    ip -n u7s-smoke addr add 10.255.254.2/30 dev u7s-smoke1 && ip -n u7s-smoke link set u7s-smoke1 up &&
-    ip -n u7s-smoke route add default via 10.255.254.1 &&
-    ip netns exec u7s-smoke timeout 10 getent ahostsv4 $name-alias | awk '{print \$1; exit}';
-    ip netns del u7s-smoke; ip link del u7s-smoke0 2>/dev/null; true")
-  check "engine DNS" "$([[ -n $via_node && $via_node == "$via_pod" ]] && echo 0 || echo 1)" \
-    "$(x grep nameserver /etc/resolv.conf | paste -sd' ' -); $name-alias = ${via_node:-?} from the node, ${via_pod:-?} from a pod netns"
-  check "iptables backend" 0 "$(x iptables -V)"
-  local pod
-  pod=$(docker exec -i -e "BUSYBOX=$(jq -r '.images[] | select(.role == "test") | .ref' "$OUT/manifest.json")" \
-    "$name" bash -s <<<"$SMOKE_POD" 2>&1 || true)
-  check "pod via CRI" "$([[ $pod == pod-ok* ]] && echo 0 || echo 1)" "$(tail -n1 <<<"$pod")"
-  # A restart is a reboot: the import finds everything present.
-  local t0=$SECONDS
-  docker restart -t 30 "$name" >/dev/null
-  check "graceful stop" "$(((SECONDS - t0) < 25 ? 0 : 1))" "restart (SIGRTMIN+3, systemd shutdown) took $((SECONDS - t0))s"
-  for ((i = 0; i < 60; i++)); do
-    [[ $(x systemctl show -p ActiveState --value u7s-import-images 2>/dev/null) =~ ^(active|failed)$ ]] && break
-    sleep 2
-  done
-  check "import after restart" "$(x journalctl -b -u u7s-import-images -o cat --no-pager | grep -q 'imported 0, already present' && echo 0 || echo 1)" \
-    "$(x journalctl -b -u u7s-import-images -o cat --no-pager | grep -E 'imported|FAILED' | tail -n1)"
-  docker stop "$name" >/dev/null
-  ((failed == 0)) || die "smoke test failed"
-  echo "smoke: ok $node"
-}
-
 # Remove archives of other keys (older pins or sources) and stale work dirs;
 # the engine's images and the Debian caches stay.
 cmd_prune() {
@@ -767,8 +664,7 @@ case $CMD in
   list) load_settings; compute_key; cmd_list ;;
   path) load_settings; compute_key; echo "$OUT" ;;
   verify) load_settings; compute_key; cmd_verify "${2:-}" ;;
-  smoke) load_settings; compute_key; cmd_smoke ;;
   prune) load_settings; compute_key; mkdir -p "$IMG_CACHE"; cmd_prune ;;
   -h | --help | help) usage "$0" ;;
-  *) die "usage: $0 build | list | path | verify | smoke | prune" ;;
+  *) die "usage: $0 build | list | path | verify | prune" ;;
 esac
