@@ -14,7 +14,8 @@
 #     (Debian, systemd, containerd) carrying all of the above in /kind/images.
 # Every image is saved (docker save | zstd) into
 # ${U7S_CACHE_DIR:-/var/cache/u7s}/images/<key>/ with manifest.json and
-# SHA256SUMS; <key> changes with the bundle, this script, artifacts/images/*.
+# SHA256SUMS; <key> changes with the bundle, this script, lib/u7s-shell.sh and
+# artifacts/images/* (each image's Dockerfile is artifacts/images/<image>/Dockerfile).
 #
 # Usage: images.sh build | list | path | verify | prune
 #   build   build or reuse the archive, load missing images into the local
@@ -69,8 +70,9 @@ load_settings() {
 
 # Hash of everything that decides the images: the bundle (its name carries the
 # pins' hash), this script, the shell library it sources, and every file under
-# artifacts/images/ (content, mode, symlink target: the Dockerfiles included). Debian's archive is not part of it: a rebuild with the
-# same key may pick up newer point-release packages, recorded in manifest.json.
+# artifacts/images/, the Dockerfiles included (content, mode, symlink target).
+# Debian's archive is not part of it: a rebuild with the same key may pick up
+# newer point-release packages, recorded in manifest.json.
 compute_key() {
   local h
   h=$({
