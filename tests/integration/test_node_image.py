@@ -120,10 +120,12 @@ class Node:
 
 
 def wait_for(predicate, tries: int, interval: float = 2) -> bool:
-    for _ in range(tries):
+    """Call predicate up to `tries` times, `interval` seconds apart, until it is true."""
+    for attempt in range(tries):
         if predicate():
             return True
-        time.sleep(interval)
+        if attempt + 1 < tries:
+            time.sleep(interval)
     return False
 
 
