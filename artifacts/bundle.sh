@@ -22,17 +22,17 @@ set -euo pipefail
 
 ARTIFACTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(dirname "$ARTIFACTS_DIR")
+# log/die/need, step, timings_json, heavy, take_lock, debian_arch, build_exit_trap, usage.
+# shellcheck source-path=SCRIPTDIR/.. source=lib/u7s-shell.sh
+. "$REPO_ROOT/lib/u7s-shell.sh" "bundle.sh: " "bundle.sh: error: "
 VERSIONS_FILE=${U7S_VERSIONS_FILE:-$ARTIFACTS_DIR/versions.env}
-CACHE_DIR=${U7S_CACHE_DIR:-/var/cache/u7s}
+CACHE_DIR=$U7S_CACHE_ROOT
 SHARED_DIR=${U7S_SHARED_ARTIFACTS_DIR:-$REPO_ROOT/../shared/artifacts}
+# shellcheck disable=SC2034 # heavy's nice level
 NICE=${U7S_BUILD_NICE:-19}
 ZSTD_LEVEL=${U7S_ZSTD_LEVEL:-19}
 MANIFEST_SCHEMA=2
 ARCHIVE=binaries.tar.zst
-
-log() { echo "bundle.sh: $*" >&2; }
-die() { echo "bundle.sh: error: $*" >&2; exit 1; }
-need() { local c; for c in "$@"; do command -v "$c" >/dev/null || die "'$c' not found in PATH (needed for $CMD)"; done; }
 
 # ---------------------------------------------------------------- pins / naming
 
@@ -55,7 +55,7 @@ load_pins() {
     die "K8S_BUILD_DATE=$K8S_BUILD_DATE is not YYYY-MM-DDThh:mm:ssZ"
   PINS_SHA256=$(sha256sum "$VERSIONS_FILE" | cut -d' ' -f1)
   # Native builds only: kubeadm is run during the build and pause needs a native gcc.
-  ARCH=$(uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)
+  ARCH=$(debian_arch)
   BUNDLE_NAME="u7s-k8s-bundle-${K8S_VERSION}-linux-${ARCH}-${PINS_SHA256:0:8}"
   BUNDLE_PATH="$CACHE_DIR/bundles/$BUNDLE_NAME"
   # The pins as JSON, in file order; compared verbatim against a bundle's manifest.
@@ -177,22 +177,11 @@ make_wrapper() {
 gobuild() {
   local dir=$1 out=$2 ldflags=$3 tags=$4
   shift 4
-  (cd "$dir" && nice -n "$NICE" go build -tags "$tags" -ldflags "-s -w -buildid= $ldflags" -o "$out" "$@")
+  (cd "$dir" && heavy go build -tags "$tags" -ldflags "-s -w -buildid= $ldflags" -o "$out" "$@")
 }
 
 # add_file NAME RELPATH COMPONENT VERSION VERSION_MATCH VERSION_ARGS: record a raw binary for the bundle.
 add_file() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/files.tsv"; }
-
-# step LABEL CMD...: run one build step and record its wall time.
-step() {
-  local label=$1 t0=$SECONDS
-  shift
-  log "building $label ..."
-  CURRENT_STEP=$label
-  "$@"
-  TIMINGS+=("$label	$((SECONDS - t0))")
-  log "built $label in $((SECONDS - t0))s"
-}
 
 build_kubeadm() {
   K8S_WRAP=$(make_wrapper kubernetes "$K8S_STAGING_VERSION" "k8s.io/kubernetes@$K8S_VERSION")
@@ -232,7 +221,7 @@ build_pause() {
   local src=$K8S_SRC/build/pause/linux/pause.c
   [[ -f $src ]] || die "$src missing from the k8s.io/kubernetes@$K8S_VERSION module"
   # Flags as build/pause/Makefile; the git-describe suffix becomes "u7s".
-  nice -n "$NICE" "${CC:-gcc}" -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-u7s" -o "$WORK/bin/pause" "$src" ||
+  heavy "${CC:-gcc}" -Os -Wall -Werror -static -DVERSION="v$PAUSE_VERSION-u7s" -o "$WORK/bin/pause" "$src" ||
     die "static link of pause failed (Debian: apt-get install gcc libc6-dev)"
   strip "$WORK/bin/pause"
   add_file pause bin/pause pause "$PAUSE_VERSION" "v$PAUSE_VERSION" "-v"
@@ -332,17 +321,16 @@ assemble() {
   epoch=$(date -u -d "$K8S_BUILD_DATE" +%s)
   cut -f2 "$WORK/files.tsv" | LC_ALL=C sort |
     tar -C "$WORK" --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode=go-w --no-recursion -cf - -T - |
-    nice -n "$NICE" zstd -q -T0 "-$ZSTD_LEVEL" --long=27 -o "$out/$ARCHIVE"
-  printf '%s\n' "${TIMINGS[@]}" >"$WORK/timings.tsv"
+    heavy zstd -q -T0 "-$ZSTD_LEVEL" --long=27 -o "$out/$ARCHIVE"
   jq -n --arg name "$BUNDLE_NAME" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
     --arg arch "$ARCH" --arg gov "$(go env GOVERSION)" --arg built "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg archive "$ARCHIVE" --argjson asize "$(stat -c %s "$out/$ARCHIVE")" --arg zlevel "$ZSTD_LEVEL" \
-    --rawfile images "$WORK/kubeadm-images.txt" --rawfile timings "$WORK/timings.tsv" --slurpfile files "$WORK/files.json" \
+    --rawfile images "$WORK/kubeadm-images.txt" --argjson timings "$(timings_json)" --slurpfile files "$WORK/files.json" \
     '{schema: $schema, name: $name, os: "linux", arch: $arch, pins_sha256: $sha, pins: $pins,
       archive: {path: $archive, format: "tar", compression: "zstd -\($zlevel) --long=27", size: $asize},
       go_version: $gov, built_at: $built,
       kubeadm_images: ($images | split("\n") | map(select(. != ""))),
-      build_seconds: ($timings | split("\n") | map(select(. != "") | split("\t") | {(.[0]): (.[1] | tonumber)}) | add),
+      build_seconds: $timings,
       files: $files}' >"$out/manifest.json"
 }
 
@@ -358,7 +346,7 @@ do_build() {
   mkdir -p "$WORK/bin"
   TIMINGS=()
   CURRENT_STEP=setup
-  trap 'rc=$?; if ((rc)); then log "FAILED during: $CURRENT_STEP (work dir kept: $WORK)"; fi' EXIT
+  trap build_exit_trap EXIT
   log "building $BUNDLE_NAME in $WORK ($(go env GOVERSION), GOMODCACHE=$GOMODCACHE)"
   local t0=$SECONDS n
   step kubeadm build_kubeadm
@@ -379,6 +367,7 @@ do_build() {
     '.build_seconds.compress = $c | .build_seconds.total = $total' "$WORK/out/manifest.json" >"$WORK/m.json"
   mv "$WORK/m.json" "$WORK/out/manifest.json"
   write_sums "$WORK/out"
+  # shellcheck disable=SC2034 # for build_exit_trap
   CURRENT_STEP="self-check"
   bundle_ok "$WORK/out" || die "freshly built bundle does not verify"
   rm -rf "$BUNDLE_PATH"
@@ -398,8 +387,7 @@ cmd_build() {
   fi
   mkdir -p "$CACHE_DIR/bundles" "$CACHE_DIR/work"
   # One builder per bundle at a time; a second caller waits, then finds it cached.
-  exec 9>"$CACHE_DIR/bundles/.$BUNDLE_NAME.lock"
-  flock 9 || die "cannot lock $CACHE_DIR/bundles/.$BUNDLE_NAME.lock"
+  take_lock "$CACHE_DIR/bundles/.$BUNDLE_NAME.lock"
   if [[ -d $BUNDLE_PATH ]] && bundle_ok "$BUNDLE_PATH" 2>/dev/null; then
     log "bundle built by a concurrent run: $BUNDLE_PATH"
     echo "$BUNDLE_PATH"
@@ -443,6 +431,6 @@ case $CMD in
   path) load_pins; echo "$BUNDLE_PATH" ;;
   name) load_pins; echo "$BUNDLE_NAME" ;;
   verify) load_pins; cmd_verify "${2:-}" ;;
-  -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
+  -h | --help | help) usage "$0" ;;
   *) die "usage: $0 build | path | name | verify [DIR]" ;;
 esac

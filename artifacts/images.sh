@@ -14,16 +14,15 @@
 #     (Debian, systemd, containerd) carrying all of the above in /kind/images.
 # Every image is saved (docker save | zstd) into
 # ${U7S_CACHE_DIR:-/var/cache/u7s}/images/<key>/ with manifest.json and
-# SHA256SUMS; <key> changes with the bundle, this script, artifacts/images/*.
+# SHA256SUMS; <key> changes with the bundle, this script, lib/u7s-shell.sh and
+# artifacts/images/* (each image's Dockerfile is artifacts/images/<image>/Dockerfile).
 #
-# Usage: images.sh build | list | path | verify | smoke | prune
+# Usage: images.sh build | list | path | verify | prune
 #   build   build or reuse the archive, load missing images into the local
 #           docker engine; summary on stderr, archive dir on the last stdout line
 #   list    image refs the archive holds (or would hold)
 #   path    archive dir for the current bundle + sources
 #   verify  checksums of the archive + the engine holds the archived image IDs
-#   smoke   boot the node image in the local engine and check it (see
-#           artifacts/images/README.md)
 #   prune   delete archives of other keys and leftover work dirs
 #
 # Environment:
@@ -37,10 +36,15 @@ set -euo pipefail
 
 ARTIFACTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF=$ARTIFACTS_DIR/$(basename "${BASH_SOURCE[0]}")
+LIB=$(dirname "$ARTIFACTS_DIR")/lib/u7s-shell.sh
+# log/die/need, step, timings_json, heavy, take_lock, short_hash, debian_arch,
+# mounts, run_debootstrap, build_exit_trap, usage.
+# shellcheck source-path=SCRIPTDIR/.. source=lib/u7s-shell.sh
+. "$LIB" "images.sh: " "images.sh: error: "
 SRC=$ARTIFACTS_DIR/images
 BUNDLE_SH=$ARTIFACTS_DIR/bundle.sh
-CACHE_DIR=${U7S_CACHE_DIR:-/var/cache/u7s}
-IMG_CACHE=$CACHE_DIR/images
+IMG_CACHE=$U7S_CACHE_ROOT/images
+# shellcheck disable=SC2034 # heavy's nice level
 NICE=${U7S_IMAGES_NICE:-10}
 ZSTD_LEVEL=${U7S_IMAGES_ZSTD_LEVEL:-10}
 DEBIAN_MIRROR=${U7S_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -51,11 +55,6 @@ MANIFEST_SCHEMA=1
 # No buildx plugin here; the classic builder does all we need (ADD of a rootfs tar).
 export DOCKER_BUILDKIT=0
 
-log() { echo "images.sh: $*" >&2; }
-die() { echo "images.sh: error: $*" >&2; exit 1; }
-need() { local c; for c in "$@"; do command -v "$c" >/dev/null || die "'$c' not found in PATH"; done; }
-heavy() { nice -n "$NICE" "$@"; }
-
 # ---------------------------------------------------------------- inputs and key
 
 load_settings() {
@@ -65,24 +64,26 @@ load_settings() {
   for k in IMAGES_REVISION DEBIAN_SUITE LOCAL_REPO; do
     [[ -n ${!k:-} ]] || die "$SRC/images.env does not set $k"
   done
-  ARCH=$(uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)
+  ARCH=$(debian_arch)
   BUNDLE_NAME=$("$BUNDLE_SH" name)
 }
 
 # Hash of everything that decides the images: the bundle (its name carries the
-# pins' hash), this script, and every file under artifacts/images/ (content,
-# mode, symlink target). Debian's archive is not part of it: a rebuild with the
-# same key may pick up newer point-release packages, recorded in manifest.json.
+# pins' hash), this script, the shell library it sources, and every file under
+# artifacts/images/, the Dockerfiles included (content, mode, symlink target).
+# Debian's archive is not part of it: a rebuild with the same key may pick up
+# newer point-release packages, recorded in manifest.json.
 compute_key() {
   local h
   h=$({
     echo "schema $MANIFEST_SCHEMA bundle $BUNDLE_NAME arch $ARCH"
     sha256sum <"$SELF"
+    sha256sum <"$LIB"
     cd "$SRC"
     find . \( -type f -o -type l \) -print | LC_ALL=C sort | while read -r f; do
       if [[ -L $f ]]; then echo "link $f $(readlink "$f")"; else echo "file $f $(stat -c %a "$f") $(sha256sum <"$f")"; fi
     done
-  } | sha256sum | cut -c1-12)
+  } | short_hash)
   KEY="u7s-images-${BUNDLE_NAME#u7s-k8s-bundle-}-$h"
   OUT=$IMG_CACHE/$KEY
 }
@@ -208,7 +209,7 @@ rootfs_finish() {
   [[ ! -d $d/usr/share/doc ]] || find "$d/usr/share/doc" ! -type d ! -name copyright -delete
 }
 
-# tar_dir DIR OUT: a rootfs as a tar for the Dockerfile's ADD.
+# tar_dir DIR OUT: a rootfs as a tar for the Dockerfile's ADD (OUT - = stdout).
 tar_dir() {
   heavy tar -C "$1" --numeric-owner --sort=name --xattrs --xattrs-include='security.capability' -cf "$2" .
 }
@@ -251,23 +252,28 @@ build_small_rootfs() {
 
 # ---------------------------------------------------------------- images
 
-# docker_build REF CONTEXT: build CONTEXT/Dockerfile as REF (labels say where it came from).
+# docker_build REF CONTEXT [BUILD-ARG...]: build CONTEXT/Dockerfile as REF
+# (labels say where it came from); BUILD-ARGs are NAME=VALUE for its ARGs.
 docker_build() {
-  local ref=$1 ctx=$2 old
+  local ref=$1 ctx=$2 old a args=()
+  shift 2
+  for a in "$@"; do args+=(--build-arg "$a"); done
   old=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null || true)
   # The classic builder warns about its deprecation on stderr: keep that for failures only.
-  docker build -q --rm --force-rm -t "$ref" \
+  docker build -q --rm --force-rm -t "$ref" "${args[@]}" \
     --label "io.u7s.images.key=$KEY" --label "io.u7s.bundle=$BUNDLE_NAME" "$ctx" >/dev/null 2>"$ctx.build.log" ||
     { cat "$ctx.build.log" >&2; die "docker build of $ref failed (context $ctx)"; }
   [[ -z $old ]] || SUPERSEDED+=("$old")
   log "built $ref ($(docker image inspect -f '{{.Id}}' "$ref" | cut -c8-19))"
 }
 
-# context NAME FILE...: a fresh build context holding FILEs (hard links when possible).
+# context NAME DOCKERFILE FILE...: a fresh build context holding DOCKERFILE (one
+# of artifacts/images/*/Dockerfile) and FILEs (hard links when possible).
 context() {
   local c=$WORK/ctx/$1 f
-  shift
   mkdir -p "$c"
+  cp "$2" "$c/Dockerfile"
+  shift 2
   for f in "$@"; do ln "$f" "$c/" 2>/dev/null || cp -a "$f" "$c/"; done
   echo "$c"
 }
@@ -276,70 +282,41 @@ add_image() { # ROLE REF: remember an image for saving and the manifest
   IMAGES+=("$1 $2")
 }
 
-# Image ref -> the way it is built, for every image kubeadm names.
+# Image ref -> the way it is built, for every image kubeadm names. Each
+# Dockerfile is artifacts/images/<image>/Dockerfile and says what it expects
+# in its context.
 build_kubeadm_image() {
-  local ref=$1 repo name c b=$WORK/bundle
+  local ref=$1 repo name c args=() b=$WORK/bundle r=$WORK/rootfs
   repo=${ref%:*}
   name=${repo#registry.k8s.io/}
   case $name in
     kube-apiserver | kube-controller-manager | kube-scheduler)
-      c=$(context "$name" "$WORK/rootfs/static-base.tar" "$b/bin/$name")
-      printf '%s\n' "FROM scratch" "ADD static-base.tar /" "COPY $name /usr/local/bin/$name" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "ENTRYPOINT [\"/usr/local/bin/$name\"]" >"$c/Dockerfile"
+      c=$(context "$name" "$SRC/control-plane/Dockerfile" "$r/static-base.tar" "$b/bin/$name")
+      args=("COMPONENT=$name")
       ;;
-    kube-proxy)
-      c=$(context "$name" "$WORK/rootfs/kube-proxy.tar" "$b/bin/kube-proxy")
-      printf '%s\n' "FROM scratch" "ADD kube-proxy.tar /" "COPY kube-proxy /usr/local/bin/kube-proxy" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        'ENTRYPOINT ["/usr/local/bin/kube-proxy"]' >"$c/Dockerfile"
-      ;;
-    etcd)
-      # Like the upstream image: no entrypoint, kubeadm's static pod runs `etcd`.
-      c=$(context etcd "$WORK/rootfs/static-base.tar" "$b/bin/etcd" "$b/bin/etcdctl" "$b/bin/etcdutl")
-      printf '%s\n' "FROM scratch" "ADD static-base.tar /" "COPY etcd etcdctl etcdutl /usr/local/bin/" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "EXPOSE 2379 2380" 'CMD ["/usr/local/bin/etcd"]' >"$c/Dockerfile"
-      ;;
-    coredns/coredns)
-      # Upstream runs it as nonroot (65532); binding :53 relies on the
-      # runtime's unprivileged ports (containerd config), not file capabilities.
-      c=$(context coredns "$WORK/rootfs/static-base.tar" "$b/bin/coredns")
-      printf '%s\n' "FROM scratch" "ADD static-base.tar /" "COPY coredns /coredns" \
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-        "USER 65532:65532" "WORKDIR /" "EXPOSE 53 53/udp" 'ENTRYPOINT ["/coredns"]' >"$c/Dockerfile"
-      ;;
-    pause)
-      c=$(context pause "$b/bin/pause")
-      printf '%s\n' "FROM scratch" "COPY pause /pause" "USER 65535:65535" 'ENTRYPOINT ["/pause"]' >"$c/Dockerfile"
-      ;;
+    kube-proxy) c=$(context kube-proxy "$SRC/kube-proxy/Dockerfile" "$r/kube-proxy.tar" "$b/bin/kube-proxy") ;;
+    etcd) c=$(context etcd "$SRC/etcd/Dockerfile" "$r/static-base.tar" "$b/bin/etcd" "$b/bin/etcdctl" "$b/bin/etcdutl") ;;
+    coredns/coredns) c=$(context coredns "$SRC/coredns/Dockerfile" "$r/static-base.tar" "$b/bin/coredns") ;;
+    pause) c=$(context pause "$SRC/pause/Dockerfile" "$b/bin/pause") ;;
     *) die "kubeadm wants $ref, which this script does not know how to build" ;;
   esac
-  docker_build "$ref" "$c"
+  docker_build "$ref" "$c" "${args[@]}"
   add_image kubeadm "$ref"
 }
 
 build_component_images() {
-  local ref c b=$WORK/bundle
+  local ref c b=$WORK/bundle r=$WORK/rootfs
   for ref in "${KUBEADM_IMAGES[@]}"; do build_kubeadm_image "$ref"; done
 
-  c=$(context flannel "$WORK/rootfs/flannel.tar" "$b/bin/flanneld")
-  printf '%s\n' "FROM scratch" "ADD flannel.tar /" "COPY flanneld /opt/bin/flanneld" \
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    'ENTRYPOINT ["/opt/bin/flanneld"]' >"$c/Dockerfile"
+  c=$(context flannel "$SRC/flannel/Dockerfile" "$r/flannel.tar" "$b/bin/flanneld")
   docker_build "$FLANNEL_IMAGE" "$c"
   add_image flannel "$FLANNEL_IMAGE"
 
-  # Holds the flannel CNI binary at /flannel (copied to the host by an init container with `cp`).
-  c=$(context flannel-cni-plugin "$WORK/rootfs/busybox.tar" "$b/cni/flannel")
-  printf '%s\n' "FROM scratch" "ADD busybox.tar /" "COPY flannel /flannel" \
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" 'CMD ["sh"]' >"$c/Dockerfile"
+  c=$(context flannel-cni-plugin "$SRC/flannel-cni-plugin/Dockerfile" "$r/busybox.tar" "$b/cni/flannel")
   docker_build "$FLANNEL_CNI_IMAGE" "$c"
   add_image flannel "$FLANNEL_CNI_IMAGE"
 
-  c=$(context busybox "$WORK/rootfs/busybox.tar")
-  printf '%s\n' "FROM scratch" "ADD busybox.tar /" \
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" 'CMD ["sh"]' >"$c/Dockerfile"
+  c=$(context busybox "$SRC/busybox/Dockerfile" "$r/busybox.tar")
   docker_build "$BUSYBOX_IMAGE" "$c"
   add_image test "$BUSYBOX_IMAGE"
 }
@@ -351,16 +328,15 @@ node_debootstrap() {
   local d=$1 include
   include=$(list_packages "$SRC/packages/node-base.list" | paste -sd, -)
   mkdir -p "$IMG_CACHE/debootstrap-debs"
-  heavy debootstrap --variant=minbase --arch="$ARCH" --include="$include" --keyring="$KEYRING" \
-    --cache-dir="$IMG_CACHE/debootstrap-debs" "$DEBIAN_SUITE" "$d" "$DEBIAN_MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
-    { tail -n 30 "$WORK/debootstrap.log" >&2; die "debootstrap failed (log: $WORK/debootstrap.log)"; }
+  run_debootstrap "$WORK/debootstrap.log" "$DEBIAN_SUITE" "$d" "$DEBIAN_MIRROR" \
+    --arch="$ARCH" --include="$include" --keyring="$KEYRING" --cache-dir="$IMG_CACHE/debootstrap-debs"
 }
 
 # Generic clean-up of the debootstrap result: host leftovers, caches, docs.
 node_rootfs_clean() {
   local d=$1
   # Nothing may stay mounted (debootstrap mounts /proc and /sys while it works).
-  if findmnt -rn -o TARGET | grep -q "^$d/"; then die "mounts left under $d"; fi
+  [[ -z $(mounts_below "$d") ]] || die "mounts left under $d"
   find "$d/dev" -mindepth 1 -delete
   rm -rf "$d"/var/lib/apt/lists/* "$d"/var/cache/apt/*.bin "$d"/var/cache/apt/archives/*.deb \
     "$d"/var/cache/debconf/*-old "$d"/var/lib/dpkg/*-old "$d"/tmp/* "$d"/var/tmp/*
@@ -385,8 +361,8 @@ node_rootfs() {
   h=$({
     echo "$DEBIAN_SUITE $ARCH $DEBIAN_MIRROR"
     list_packages "$SRC/packages/node-base.list"
-    declare -f node_debootstrap node_rootfs_clean
-  } | sha256sum | cut -c1-16)
+    declare -f node_debootstrap run_debootstrap node_rootfs_clean mounts_below
+  } | short_hash 16)
   tarball=$IMG_CACHE/rootfs/node-base-$DEBIAN_SUITE-$ARCH-$h.tar.zst
   if [[ -s $tarball ]]; then
     log "reusing Debian rootfs $tarball"
@@ -396,8 +372,7 @@ node_rootfs() {
     node_debootstrap "$d"
     node_rootfs_clean "$d"
     mkdir -p "$IMG_CACHE/rootfs"
-    tar -C "$d" --numeric-owner --sort=name --xattrs --xattrs-include='security.capability' -cf - . |
-      heavy zstd -q -T0 -3 -o "$tarball.tmp"
+    tar_dir "$d" - | heavy zstd -q -T0 -3 -o "$tarball.tmp"
     mv "$tarball.tmp" "$tarball"
     rm -rf "$d"
     log "cached Debian rootfs $tarball ($(du -h "$tarball" | cut -f1))"
@@ -463,18 +438,8 @@ build_node_image() {
   tar -C "$c/config" --owner=0 --group=0 --numeric-owner --sort=name -cf "$c/config.tar" .
   rm -rf "$c/config"
   node_images "$c/kind-images"
-  cat >"$c/Dockerfile" <<EOF
-FROM scratch
-ADD rootfs.tar /
-COPY bin/ /
-ADD config.tar /
-COPY kind-images/ /kind/images/
-LABEL io.u7s.kubernetes-version=$K8S_VERSION
-ENV container=docker
-STOPSIGNAL SIGRTMIN+3
-ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]
-EOF
-  docker_build "$NODE_IMAGE" "$c"
+  cp "$SRC/node-base/Dockerfile" "$c/Dockerfile"
+  docker_build "$NODE_IMAGE" "$c" "K8S_VERSION=$K8S_VERSION"
   add_image node "$NODE_IMAGE"
   # Debian versions that matter to users of the node, for the manifest.
   NODE_DEB_VERSIONS=$(tar -xOf "$c/rootfs.tar" ./var/lib/dpkg/status |
@@ -515,16 +480,6 @@ set_local_refs() {
   NODE_IMAGE=$LOCAL_REPO/node-base:$K8S_VERSION
 }
 
-# step LABEL CMD...: run one build step, record its wall time.
-step() {
-  local label=$1 t0=$SECONDS
-  shift
-  CURRENT_STEP=$label
-  log "$label ..."
-  "$@"
-  TIMINGS+=("$label	$((SECONDS - t0))")
-}
-
 # docker save | zstd of every image into WORK/out, one file each.
 save_images() {
   local o=$WORK/out role ref file entry
@@ -542,35 +497,26 @@ save_images() {
 
 write_manifest() {
   local o=$WORK/out
-  printf '%s\n' "${TIMINGS[@]}" >"$WORK/timings.tsv"
   jq -n --argjson schema "$MANIFEST_SCHEMA" --arg key "$KEY" --arg bundle "$BUNDLE_NAME" --arg arch "$ARCH" \
     --arg k8s "$K8S_VERSION" --arg suite "$DEBIAN_SUITE" --arg mirror "$DEBIAN_MIRROR" \
     --arg busybox "$BUSYBOX_VERSION" --argjson node_debs "$NODE_DEB_VERSIONS" \
     --arg zstd "zstd -$ZSTD_LEVEL --long=27" --arg built "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-    --slurpfile images "$WORK/images.json" --rawfile timings "$WORK/timings.tsv" \
+    --slurpfile images "$WORK/images.json" --argjson timings "$(timings_json)" \
     '{schema: $schema, key: $key, bundle: $bundle, arch: $arch, k8s_version: $k8s,
       debian: ({suite: $suite, mirror: $mirror, "busybox-static": $busybox} + $node_debs),
       compression: $zstd, load: "zstd -dc FILE | docker load",
       built_at: $built, images: $images,
-      build_seconds: ($timings | split("\n") | map(select(. != "") | split("\t") | {(.[0]): (.[1] | tonumber)}) | add)}' \
+      build_seconds: $timings}' \
     >"$o/manifest.json"
   (cd "$o" && sha256sum -- *.tar.zst manifest.json >SHA256SUMS)
 }
 
-cleanup_work() {
-  local rc=$? m
-  # Never leave a mount behind (an interrupted debootstrap mounts proc/sys in its target).
-  if [[ -n ${WORK:-} && -d ${WORK:-} ]]; then
-    findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | while read -r m; do umount -l "$m" || true; done
-  fi
-  if ((rc)); then log "FAILED during: ${CURRENT_STEP:-setup} (work dir kept: ${WORK:-none})"; fi
-}
-
 build_all() {
-  need debootstrap docker dpkg-deb apt-get jq zstd tar findmnt
+  need debootstrap docker dpkg-deb apt-get jq zstd tar
   mkdir -p "$IMG_CACHE/work"
   WORK=$(mktemp -d "$IMG_CACHE/work/$KEY.XXXXXX")
-  trap cleanup_work EXIT
+  # Never leave a mount behind (an interrupted debootstrap mounts proc/sys in its target).
+  trap build_exit_trap EXIT
   TIMINGS=() IMAGES=() SUPERSEDED=()
   local t0=$SECONDS
   log "building $KEY in $WORK"
@@ -641,9 +587,7 @@ summary() {
 
 cmd_build() {
   need docker jq zstd flock
-  mkdir -p "$IMG_CACHE"
-  exec 9>"$IMG_CACHE/.build.lock"
-  flock 9 || die "cannot lock $IMG_CACHE/.build.lock"
+  take_lock "$IMG_CACHE/.build.lock"
   BUNDLE=$("$BUNDLE_SH" build | tail -n1)
   [[ $(basename "$BUNDLE") == "$BUNDLE_NAME" && -f $BUNDLE/manifest.json ]] || die "bundle.sh build gave $BUNDLE, expected $BUNDLE_NAME"
   load_pins "$BUNDLE/manifest.json"
@@ -701,116 +645,14 @@ cmd_verify() {
   echo "verify: ok $dir"
 }
 
-# Run inside the smoke node: a pod through the CRI as kubelet would start it
-# (sandbox from the pause image, bridge + host-local CNI from a throwaway
-# conf, systemd cgroup driver) with a busybox container pinging its gateway.
-SMOKE_POD=$(
-  cat <<'SCRIPT'
-set -euo pipefail
-echo '{"cniVersion": "1.0.0", "name": "smoke", "plugins": [
-  {"type": "bridge", "bridge": "smoke0", "isGateway": true, "ipMasq": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.255.253.0/24"}]]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}}]}' >/etc/cni/net.d/99-smoke.conflist
-sleep 2
-echo '{"metadata": {"name": "smoke", "namespace": "default", "uid": "smoke"},
-  "linux": {"cgroup_parent": "kubepods.slice"}, "log_directory": "/tmp/smoke-pod"}' >/tmp/smoke-pod.json
-printf '{"metadata": {"name": "c"}, "image": {"image": "%s"}, "log_path": "c.log",
-  "command": ["sh", "-c", "ping -c1 -W3 10.255.253.1 >/dev/null && echo pod-ok && sleep 60"]}' "$BUSYBOX" >/tmp/smoke-ctr.json
-p=$(crictl runp /tmp/smoke-pod.json)
-c=$(crictl create "$p" /tmp/smoke-ctr.json /tmp/smoke-pod.json)
-crictl start "$c" >/dev/null
-for _ in $(seq 10); do crictl logs "$c" 2>/dev/null | grep -q pod-ok && break; sleep 1; done
-echo "$(crictl logs "$c" 2>&1 | tail -n1), pod IP $(crictl inspectp -o go-template --template '{{.status.network.ip}}' "$p"), cgroup $(crictl exec "$c" cat /proc/self/cgroup | grep -m1 pids | cut -d: -f3)"
-crictl stopp "$p" >/dev/null
-crictl rmp "$p" >/dev/null
-rm -f /etc/cni/net.d/99-smoke.conflist
-SCRIPT
-)
-
-# Boot the node image in the local engine and check what a Usernetes node
-# needs before `kubeadm init`. The engine runs rootful without --privileged
-# (it cannot here), hence the explicit capabilities; the node sits on a
-# user-defined network as in Usernetes, so Docker's embedded DNS is in play.
-cmd_smoke() {
-  need docker jq
-  archive_ok "$OUT" || die "no archive for $KEY (run: $0 build)"
-  local name=u7s-images-smoke-$$ node k8s wanted present state i failed=0
-  node=$(jq -r '.images[] | select(.role == "node") | .ref' "$OUT/manifest.json")
-  k8s=$(jq -r .k8s_version "$OUT/manifest.json")
-  docker image inspect "$node" >/dev/null 2>&1 || die "$node not in the engine (run: $0 build)"
-  # shellcheck disable=SC2064 # name is fixed now
-  trap "docker rm -f $name >/dev/null 2>&1; docker volume rm $name-var >/dev/null 2>&1; docker network rm $name >/dev/null 2>&1 || true" EXIT
-  docker network create "$name" >/dev/null
-  docker run -d --name "$name" --hostname "$name" --network "$name" --network-alias "$name-alias" \
-    --cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-    --security-opt systempaths=unconfined --device-cgroup-rule 'a *:* rwm' --cgroupns=private \
-    --tmpfs /run --tmpfs /run/lock --tmpfs /tmp -v "$name-var:/var" "$node" >/dev/null
-  x() { docker exec "$name" "$@"; }
-  check() { # LABEL OK(0/1) DETAIL
-    if (($2 == 0)); then echo "ok   $1: $3"; else echo "FAIL $1: $3"; failed=1; fi
-  }
-  for ((i = 0; i < 120; i++)); do
-    state=$(x systemctl is-system-running 2>/dev/null || true)
-    [[ $state == running || $state == degraded ]] && break
-    sleep 2
-  done
-  check "systemd state" "$([[ $state == running ]] && echo 0 || echo 1)" "$state; failed units: $(x systemctl --failed --no-legend --plain | awk '{print $1}' | paste -sd' ' -)"
-  check containerd "$([[ $(x systemctl is-active containerd) == active ]] && echo 0 || echo 1)" "$(x systemctl is-active containerd)"
-  for ((i = 0; i < 150; i++)); do
-    [[ $(x systemctl show -p ActiveState --value u7s-import-images) == activating ]] || break
-    sleep 2
-  done
-  check "image import" "$([[ $(x systemctl show -p Result --value u7s-import-images) == success && $(x systemctl is-active u7s-import-images) == active ]] && echo 0 || echo 1)" \
-    "$(x journalctl -u u7s-import-images -o cat --no-pager | grep -E 'imported|FAILED' | tail -n1)"
-  wanted=$( (x kubeadm config images list --kubernetes-version "$(x cat /kind/version)"; jq -r '.images[] | select(.role != "node") | .ref' "$OUT/manifest.json") | sort -u)
-  present=$(x crictl images -o json | jq -r '.images[] | select(.pinned) | .repoTags[]' | sort -u)
-  check "crictl images" "$([[ -z $(comm -23 <(echo "$wanted") <(echo "$present")) ]] && echo 0 || echo 1)" \
-    "$(echo "$wanted" | wc -l) wanted (kubeadm + flannel + test), pinned in k8s.io; missing: $(comm -23 <(echo "$wanted") <(echo "$present") | paste -sd' ' -)"
-  check "kubeadm version" "$([[ $(x kubeadm version -o short) == "$k8s" ]] && echo 0 || echo 1)" "$(x kubeadm version -o short)"
-  check "kubelet version" "$([[ $(x kubelet --version) == "Kubernetes $k8s" ]] && echo 0 || echo 1)" "$(x kubelet --version)"
-  check "sandbox image" "$(x grep -q "sandbox_image = \"$(x kubeadm config images list --kubernetes-version "$k8s" | grep /pause:)\"" /etc/containerd/config.toml && echo 0 || echo 1)" \
-    "$(x grep sandbox_image /etc/containerd/config.toml | tr -s ' ')"
-  # The alias is only in Docker's DNS, not in /etc/hosts; the second lookup
-  # comes from another network namespace, as a pod's (CoreDNS's) would.
-  local via_node via_pod
-  via_node=$(x getent ahostsv4 "$name-alias" | awk '{print $1; exit}')
-  via_pod=$(x sh -c "ip netns add u7s-smoke && ip link add u7s-smoke0 type veth peer name u7s-smoke1 &&
-    ip link set u7s-smoke1 netns u7s-smoke && ip addr add 10.255.254.1/30 dev u7s-smoke0 && ip link set u7s-smoke0 up &&
-    ip -n u7s-smoke addr add 10.255.254.2/30 dev u7s-smoke1 && ip -n u7s-smoke link set u7s-smoke1 up &&
-    ip -n u7s-smoke route add default via 10.255.254.1 &&
-    ip netns exec u7s-smoke timeout 10 getent ahostsv4 $name-alias | awk '{print \$1; exit}';
-    ip netns del u7s-smoke; ip link del u7s-smoke0 2>/dev/null; true")
-  check "engine DNS" "$([[ -n $via_node && $via_node == "$via_pod" ]] && echo 0 || echo 1)" \
-    "$(x grep nameserver /etc/resolv.conf | paste -sd' ' -); $name-alias = ${via_node:-?} from the node, ${via_pod:-?} from a pod netns"
-  check "iptables backend" 0 "$(x iptables -V)"
-  local pod
-  pod=$(docker exec -i -e "BUSYBOX=$(jq -r '.images[] | select(.role == "test") | .ref' "$OUT/manifest.json")" \
-    "$name" bash -s <<<"$SMOKE_POD" 2>&1 || true)
-  check "pod via CRI" "$([[ $pod == pod-ok* ]] && echo 0 || echo 1)" "$(tail -n1 <<<"$pod")"
-  # A restart is a reboot: the import finds everything present.
-  local t0=$SECONDS
-  docker restart -t 30 "$name" >/dev/null
-  check "graceful stop" "$(((SECONDS - t0) < 25 ? 0 : 1))" "restart (SIGRTMIN+3, systemd shutdown) took $((SECONDS - t0))s"
-  for ((i = 0; i < 60; i++)); do
-    [[ $(x systemctl show -p ActiveState --value u7s-import-images 2>/dev/null) =~ ^(active|failed)$ ]] && break
-    sleep 2
-  done
-  check "import after restart" "$(x journalctl -b -u u7s-import-images -o cat --no-pager | grep -q 'imported 0, already present' && echo 0 || echo 1)" \
-    "$(x journalctl -b -u u7s-import-images -o cat --no-pager | grep -E 'imported|FAILED' | tail -n1)"
-  docker stop "$name" >/dev/null
-  ((failed == 0)) || die "smoke test failed"
-  echo "smoke: ok $node"
-}
-
 # Remove archives of other keys (older pins or sources) and stale work dirs;
 # the engine's images and the Debian caches stay.
 cmd_prune() {
   local d n=0
-  exec 9>"$IMG_CACHE/.build.lock"
-  flock 9 || die "cannot lock $IMG_CACHE/.build.lock"
+  take_lock "$IMG_CACHE/.build.lock"
   for d in "$IMG_CACHE"/u7s-images-* "$IMG_CACHE"/work/*; do
     [[ -e $d && $d != "$OUT" ]] || continue
-    if findmnt -rn -o TARGET | grep -q "^$d/"; then log "skipping $d: something is mounted below it"; continue; fi
+    if [[ -n $(mounts_below "$d") ]]; then log "skipping $d: something is mounted below it"; continue; fi
     rm -rf "$d"
     log "removed $d"
     n=$((n + 1))
@@ -824,8 +666,7 @@ case $CMD in
   list) load_settings; compute_key; cmd_list ;;
   path) load_settings; compute_key; echo "$OUT" ;;
   verify) load_settings; compute_key; cmd_verify "${2:-}" ;;
-  smoke) load_settings; compute_key; cmd_smoke ;;
   prune) load_settings; compute_key; mkdir -p "$IMG_CACHE"; cmd_prune ;;
-  -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//' ;;
-  *) die "usage: $0 build | list | path | verify | smoke | prune" ;;
+  -h | --help | help) usage "$0" ;;
+  *) die "usage: $0 build | list | path | verify | prune" ;;
 esac

@@ -21,11 +21,14 @@ PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 TESTBED_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$TESTBED_DIR")
+# log/die, take_lock, short_hash, remove_tree, run_debootstrap, usage.
+# shellcheck source-path=SCRIPTDIR/.. source=lib/u7s-shell.sh
+. "$REPO_DIR/lib/u7s-shell.sh" "[testbed] " "[testbed] ERROR: "
 IMAGE_DIR=$TESTBED_DIR/image
 STATE_DIR=$TESTBED_DIR/.state
 KEY=$STATE_DIR/id_ed25519
 INVENTORY=$REPO_DIR/inventories/testbed/hosts.yml
-CACHE_DIR=${U7S_CACHE_DIR:-/var/cache/u7s}/testbed
+CACHE_DIR=$U7S_CACHE_ROOT/testbed
 LOCK_FILE=/run/lock/u7s-testbed.lock
 
 SUITE=${U7S_TESTBED_OS:-trixie}
@@ -48,38 +51,14 @@ PACKAGES=(systemd systemd-sysv dbus dbus-user-session openssh-server sudo python
 SSH_OPTS=(-i "$KEY" -o BatchMode=yes -o ConnectTimeout=5 -o StrictHostKeyChecking=no
     -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
 
-log() { printf '[testbed] %s\n' "$*" >&2; }
-die() {
-    printf '[testbed] ERROR: %s\n' "$*" >&2
-    exit 1
-}
-
 need_root() {
     [[ $EUID -eq 0 ]] || die "run as root (debootstrap and the outer dockerd need it)"
 }
 
-# One test bed per machine: serialize everything that changes it.
-take_lock() {
-    mkdir -p "$(dirname "$LOCK_FILE")"
-    exec 9>"$LOCK_FILE"
-    if ! flock -n 9; then
-        log "waiting for another testbed.sh run (lock $LOCK_FILE)"
-        flock -w 1800 9 || die "another testbed.sh run still holds $LOCK_FILE"
-    fi
-}
-
-# Temporary directories and files to remove on exit, even after a failure.
+# Temporary directories and files to remove on exit, even after a failure
+# (remove_tree: never through a mount debootstrap left).
 CLEANUP_DIRS=()
 CLEANUP_FILES=()
-remove_tree() {
-    local dir=$1 mnt
-    [[ -e $dir ]] || return 0
-    # debootstrap mounts proc/sys in the target; never rm -rf through a mount.
-    while read -r mnt; do
-        umount -l "$mnt" 2>/dev/null || true
-    done < <(awk -v d="$dir" 'index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r)
-    rm -rf --one-file-system "$dir"
-}
 cleanup() {
     local dir
     for dir in "${CLEANUP_DIRS[@]}"; do
@@ -168,15 +147,13 @@ else
     SECURITY_MIRROR=${U7S_TESTBED_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 fi
 
-sha() { sha256sum | cut -c1-12; }
-
 # Cache keys: the inputs of each step, including the code of the step itself
 # (`declare -f` prints the function body without comments).
 rootfs_key() {
     {
         printf 'suite=%s\nmirror=%s\npackages=%s\n' "$SUITE" "$MIRROR" "${PACKAGES[*]}"
-        declare -f build_rootfs
-    } | sha
+        declare -f build_rootfs run_debootstrap
+    } | short_hash 12
 }
 image_key() {
     local file
@@ -187,7 +164,7 @@ image_key() {
             printf '== %s\n' "${file##*/}"
             cat "$file"
         done
-    } | sha
+    } | short_hash 12
 }
 
 # debootstrap into a scratch directory and pack it as a tarball.
@@ -197,14 +174,10 @@ build_rootfs() {
     debs=$CACHE_DIR/debootstrap-debs/$SUITE
     logfile=$CACHE_DIR/logs/debootstrap-$SUITE.log
     CLEANUP_DIRS+=("$work")
-    mkdir -p "$work" "$debs" "$(dirname "$logfile")" "$(dirname "$tarball")"
+    mkdir -p "$work" "$debs" "$(dirname "$tarball")"
     log "debootstrap $SUITE from $MIRROR (log: $logfile)"
-    if ! debootstrap --variant=minbase --components=main --cache-dir="$debs" \
-        --include="$(IFS=,; printf '%s' "${PACKAGES[*]}")" \
-        "$SUITE" "$work/rootfs" "$MIRROR" >"$logfile" 2>&1; then
-        tail -n 25 "$logfile" "$work/rootfs/debootstrap/debootstrap.log" >&2 2>/dev/null || true
-        die "debootstrap $SUITE failed (log: $logfile)"
-    fi
+    run_debootstrap "$logfile" "$SUITE" "$work/rootfs" "$MIRROR" --components=main --cache-dir="$debs" \
+        --include="$(IFS=,; printf '%s' "${PACKAGES[*]}")"
     tar -C "$work/rootfs" --numeric-owner --xattrs --xattrs-include='*' -cf "$tarball.tmp" .
     mv "$tarball.tmp" "$tarball"
     remove_tree "$work"
@@ -482,12 +455,13 @@ main() {
     [[ $# -gt 0 ]] && shift
     case $cmd in
     deps | image | up | down | purge)
-        take_lock
+        # One test bed per machine: serialize everything that changes it.
+        take_lock "$LOCK_FILE" 1800
         "cmd_$cmd" "$@"
         ;;
     status) cmd_status ;;
     *)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        usage "$0"
         [[ $cmd == -h || $cmd == --help || $cmd == help ]] || exit 2
         ;;
     esac

@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Shell helpers shared by artifacts/bundle.sh, artifacts/images.sh and
+# testbed/testbed.sh: logging, locks, build steps, cache keys, mounts left
+# behind, debootstrap. Sourced, never run (hence no shebang, no execute bit),
+# with the prefixes of log and die lines:
+#
+#   # shellcheck source-path=SCRIPTDIR/.. source=lib/u7s-shell.sh
+#   . "$REPO/lib/u7s-shell.sh" "images.sh: " "images.sh: error: "
+#
+# Variables of the script it reads: CMD (need), NICE (heavy, default 0),
+# WORK (build_exit_trap); step keeps CURRENT_STEP and TIMINGS.
+# Functions whose code decides what a cache holds are part of that cache's key
+# (images.sh hashes this file, testbed.sh `declare -f`s run_debootstrap), so
+# editing one here rebuilds what it made.
+
+# Cache root of every script (bundles/, go/, work/, images/, testbed/ below it).
+# shellcheck disable=SC2034 # read by the scripts
+U7S_CACHE_ROOT=${U7S_CACHE_DIR:-/var/cache/u7s}
+
+# ---------------------------------------------------------------- messages
+
+LOG_PREFIX=${1-} ERROR_PREFIX=${2-error: }
+log() { printf '%s%s\n' "${LOG_PREFIX:-}" "$*" >&2; }
+die() {
+  printf '%s%s\n' "${ERROR_PREFIX:-error: }" "$*" >&2
+  exit 1
+}
+
+# need CMD...: each command must be on PATH.
+need() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null || die "'$c' not found in PATH${CMD:+ (needed for $CMD)}"
+  done
+}
+
+# usage FILE: the script's header comment (line 2 up to `set -euo`) as help text.
+usage() { sed -n '2,/^set -euo/p' "$1" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
+# ---------------------------------------------------------------- running
+
+# heavy CMD...: run at the script's nice level (compilers, compressors, debootstrap).
+heavy() { nice -n "${NICE:-0}" "$@"; }
+
+# step LABEL CMD...: one build step; records its wall time in TIMINGS
+# ("label<TAB>seconds") and its label in CURRENT_STEP for the failure message.
+step() {
+  local label=$1 t0=$SECONDS
+  shift
+  CURRENT_STEP=$label
+  log "$label ..."
+  "$@"
+  TIMINGS+=("$label	$((SECONDS - t0))")
+  log "$label done in $((SECONDS - t0))s"
+}
+
+# timings_json: TIMINGS as a JSON object {"label": seconds, ...} (a manifest's build_seconds).
+timings_json() {
+  printf '%s\n' "${TIMINGS[@]}" | jq -R -n '[inputs | select(. != "") | split("\t") | {(.[0]): (.[1] | tonumber)}] | add'
+}
+
+# EXIT trap of a build in WORK: nothing stays mounted below WORK, and a
+# failure names the step it happened in (the work dir is kept for a look).
+build_exit_trap() {
+  local rc=$?
+  if [[ -n ${WORK:-} && -d ${WORK:-} ]]; then umount_below "$WORK"; fi
+  if ((rc)); then log "FAILED during: ${CURRENT_STEP:-setup} (work dir kept: ${WORK:-none})"; fi
+}
+
+# take_lock FILE [SECONDS]: hold FILE's lock on fd 9 until the script exits,
+# waiting for another holder (forever, or at most SECONDS).
+take_lock() {
+  local file=$1 wait=${2:-}
+  mkdir -p "$(dirname "$file")"
+  exec 9>"$file"
+  flock -n 9 && return 0
+  log "waiting for another ${0##*/} run (lock $file)"
+  if [[ -n $wait ]]; then
+    flock -w "$wait" 9 || die "another ${0##*/} run still holds $file"
+  else
+    flock 9 || die "cannot lock $file"
+  fi
+}
+
+# ---------------------------------------------------------------- caches
+
+# short_hash [N] < input: the first N (default 12) hex digits of its sha256.
+short_hash() { sha256sum | cut -c1-"${1:-12}"; }
+
+# Debian's name for this machine's architecture (amd64, arm64).
+debian_arch() { uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/; }
+
+# ---------------------------------------------------------------- mounts
+
+# mounts_below DIR: mount points below DIR, deepest first (debootstrap mounts
+# proc/sys in its target while it works, and an interruption leaves them).
+mounts_below() {
+  awk -v d="$1" 'index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
+}
+
+umount_below() {
+  local m
+  while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(mounts_below "$1")
+}
+
+# remove_tree DIR: rm -rf that never goes through a mount.
+remove_tree() {
+  [[ -e $1 ]] || return 0
+  umount_below "$1"
+  rm -rf --one-file-system "$1"
+}
+
+# ---------------------------------------------------------------- debootstrap
+
+# run_debootstrap LOG SUITE TARGET MIRROR OPTION...: a minbase Debian SUITE in
+# TARGET (debootstrap OPTIONs such as --include, --cache-dir), at the nice
+# level; its output goes to LOG, and on failure the tail of LOG and of
+# debootstrap's own log end the script.
+run_debootstrap() {
+  local log=$1 suite=$2 target=$3 mirror=$4
+  shift 4
+  mkdir -p "$(dirname "$log")"
+  if ! heavy debootstrap --variant=minbase "$@" "$suite" "$target" "$mirror" >"$log" 2>&1; then
+    tail -n 25 "$log" "$target/debootstrap/debootstrap.log" >&2 2>/dev/null || true
+    die "debootstrap $suite failed (log: $log)"
+  fi
+}
