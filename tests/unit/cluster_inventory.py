@@ -55,9 +55,13 @@ def settings_defaults() -> dict[str, t.Any]:
 
 
 def address_of(index: int) -> str:
-    """The default route's address of the index-th host (0-based): 192.0.2.11, 192.0.2.12, ..."""
-    return "192.0.2.%d" % (11 + index % 200) if index < 200 else "10.%d.%d.%d" % (
-        16 + index // 65536, index // 256 % 256, index % 256)
+    """The default route's address of the index-th host (0-based): 192.0.2.11, 192.0.2.12, ...
+
+    From the 201st host on, 10.16.0.200 and up (apart from the default pod, service and node networks).
+    """
+    if index < 200:
+        return "192.0.2.%d" % (11 + index)
+    return "10.%d.%d.%d" % (16 + index // 65536, index // 256 % 256, index % 256)
 
 
 def host_record(

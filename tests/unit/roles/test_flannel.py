@@ -5,21 +5,21 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
 
-from rendering import ROLES, evaluate, inventory_vars_of_test_bed, load_vars, render_documents, render_role_template, role_variables, versions_env
+from rendering import (
+    ROLES,
+    flannel_config_file as config_file,
+    flannel_manifest as manifest,
+    inventory_vars_of_test_bed,
+    load_vars,
+    render_role_template,
+    role_variables,
+    versions_env,
+)
 
 NAMESPACED_KINDS = {"ServiceAccount", "ConfigMap", "DaemonSet"}
-
-
-def manifest(inventory: dict | None = None) -> dict:
-    documents = render_documents("flannel", "kube-flannel.yaml.j2", role_variables("flannel", inventory=inventory))
-    kinds = [document["kind"] for document in documents]
-    assert len(kinds) == len(set(kinds)), kinds
-    return {document["kind"]: document for document in documents}
 
 
 def pod_spec(inventory: dict | None = None) -> dict:
@@ -31,12 +31,6 @@ def containers(inventory: dict | None = None) -> dict:
     every = spec["initContainers"] + spec["containers"]
     assert len({container["name"] for container in every}) == len(every)
     return {container["name"]: container for container in every}
-
-
-def config_file(key: str, inventory: dict | None = None) -> dict:
-    data = manifest(inventory)["ConfigMap"]["data"]
-    assert set(data) == {"cni-conf.json", "net-conf.json"}
-    return json.loads(data[key])
 
 
 def tolerates(toleration: dict, taint: dict) -> bool:
@@ -110,6 +104,7 @@ def test_net_conf_is_vxlan_on_the_published_port(inventory, port):
 
 
 def test_net_conf_follows_the_pod_cidr_and_vni():
+    """The pod network is the setting u7s_pod_cidr (test_settings.py: kubeadm's podSubnet is the same)."""
     net_conf = config_file("net-conf.json", {"u7s_pod_cidr": "10.32.0.0/16", "flannel_vxlan_vni": "4"})
     assert net_conf["Network"] == "10.32.0.0/16"
     assert net_conf["Backend"]["VNI"] == 4 and isinstance(net_conf["Backend"]["VNI"], int)
@@ -210,18 +205,3 @@ def test_test_bed_uses_the_offline_cni_plugin_image():
 def test_flannel_image_is_the_bundles_version():
     defaults = yaml.safe_load((ROLES / "flannel/defaults/main.yml").read_text())
     assert defaults["flannel_image"] == "ghcr.io/flannel-io/flannel:" + versions_env()["FLANNEL_VERSION"]
-
-
-@pytest.mark.parametrize("inventory", [{}, {"u7s_pod_cidr": "10.32.0.0/16"}], ids=["default", "custom"])
-def test_flannel_and_kubeadm_agree_on_the_pod_cidr(inventory):
-    kubeadm = role_variables("kubeadm", inventory=inventory)
-    assert evaluate("flannel_pod_cidr", role_variables("flannel", inventory=inventory)) == evaluate("kubeadm_pod_cidr", kubeadm)
-
-
-def test_argument_spec_defaults_are_the_defaults():
-    specs = yaml.safe_load((ROLES / "flannel/meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
-    variables = role_variables("flannel")
-    for name, spec in specs.items():
-        if "default" in spec:
-            assert evaluate(name, variables) == spec["default"], name
-    assert set(specs) == set(load_vars(ROLES / "flannel/defaults/main.yml"))

@@ -6,19 +6,30 @@
 from __future__ import annotations
 
 import pytest
-import yaml
-from ansible.parsing.dataloader import DataLoader
 
-from rendering import ROLES, evaluate, inventory_vars_of_test_bed, render_documents, render_role_template, role_variables, trusted, versions_env
+from cluster_inventory import plan_of
+from rendering import (
+    ROLES,
+    conditions_failed,
+    engine_session,
+    evaluate,
+    extra_args,
+    inventory_vars_of_test_bed,
+    kubeadm_init_config as init_config,
+    load_tasks,
+    load_vars,
+    render_documents,
+    render_role_template,
+    role_on_host,
+    task_named,
+    template,
+    versions_env,
+)
 
-HOST1 = {
-    "name": "u7s-host1", "host_address": "192.0.2.11", "internal_ip": "10.100.0.2", "container": "u7s-node",
-    "engine": "docker", "user": "u7s", "uid": 1001, "config_dir": "/home/u7s/.config/u7s/node",
-}
-HOST2 = {
-    "name": "u7s-host2", "host_address": "192.0.2.12", "internal_ip": "10.100.1.2", "container": "u7s-node",
-    "engine": "docker", "user": "u7s", "uid": 1001, "config_dir": "/home/u7s/.config/u7s/node",
-}
+# host1 (192.0.2.11) is the control-plane host; host2 (192.0.2.12) joins. The plan gives
+# them the node subnets 10.100.0.0/24 and 10.100.1.0/24, so the node IPs .2 of each.
+HOST1 = {"name": "u7s-host1", "host_address": "192.0.2.11", "internal_ip": "10.100.0.2"}
+
 # What the join_token module returns (module results are data, not templates).
 JOIN = {
     "api_server_endpoint": "192.0.2.11:6443",
@@ -30,45 +41,24 @@ CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect":
 
 
 def kubeadm_variables(inventory: dict | None = None, host: str = "host1", **facts) -> dict:
-    """What the role sees on HOST: the node role's node_facts fact for every host, two-host inventory."""
-    nodes = {"host1": HOST1, "host2": HOST2}
-    return role_variables("kubeadm", inventory=inventory, facts={
-        "groups": {"all": ["host1", "host2"], "control_plane": ["host1"], "workers": ["host2"],
-                   "u7s_cluster": ["host1", "host2"]},
-        "hostvars": {name: {"node_facts": node} for name, node in nodes.items()},
-        "inventory_hostname": host,
-        "node_facts": nodes[host],
-        **facts,
-    })
-
-
-def by_kind(documents: list) -> dict:
-    kinds = [document["kind"] for document in documents]
-    assert len(kinds) == len(set(kinds)), kinds
-    return {document["kind"]: document for document in documents}
-
-
-def init_config(inventory: dict | None = None) -> dict:
-    documents = render_documents("kubeadm", "kubeadm-init.yaml.j2", kubeadm_variables(inventory))
-    return by_kind(documents)
+    """What the role sees on HOST of the two-host inventory, after the settings check."""
+    return role_on_host("kubeadm", inventory, host, **facts)
 
 
 def join_config(inventory: dict | None = None, join: dict | None = None) -> dict:
     documents = render_documents("kubeadm", "kubeadm-join.yaml.j2",
-                                 kubeadm_variables(inventory, host="host2", kubeadm_join=join or JOIN))
+                                 kubeadm_variables(inventory, "host2", kubeadm_join=join or JOIN))
     assert len(documents) == 1
     return documents[0]
 
 
-def extra_args(args: list) -> dict:
-    """kubeadm v1beta4 extraArgs (a list of name/value pairs) as a mapping; a name given twice is an error."""
-    names = [arg["name"] for arg in args]
-    assert len(names) == len(set(names)), names
-    assert all(set(arg) == {"name", "value"} for arg in args), args
-    return {arg["name"]: arg["value"] for arg in args}
-
-
 # --- kubeadm-init.yaml: product defaults (cgroup v2 hosts) ----------------------------------
+
+def test_the_two_host_inventory_is_planned_as_these_tests_expect():
+    assert kubeadm_variables()["node_facts"] == {
+        **HOST1, "container": "u7s-node", "config_dir": "/home/u7s/.config/u7s/node"}
+    assert kubeadm_variables(host="host2")["node_facts"]["internal_ip"] == "10.100.1.2"
+
 
 def test_init_has_the_four_kubeadm_documents():
     config = init_config()
@@ -156,7 +146,7 @@ def test_test_bed_kubelet_runs_on_cgroup_v1():
     kubelet = init_config(inventory_vars_of_test_bed())["KubeletConfiguration"]
     assert kubelet["cgroupDriver"] == "cgroupfs"
     assert kubelet["failCgroupV1"] is False
-    # kubeadm_kubelet_config is merged over the collection's settings, not in their place.
+    # u7s_kubelet_config is merged over the collection's settings, not in their place.
     assert kubelet["featureGates"] == {"KubeletInUserNamespace": True}
     assert kubelet["failSwapOn"] is False
     assert kubelet["port"] == 10250
@@ -169,17 +159,22 @@ def test_test_bed_skips_system_verification():
 
 
 def test_kubelet_config_merges_recursively():
-    kubelet = init_config({"kubeadm_kubelet_config": {"featureGates": {"NodeSwap": True}, "maxPods": 50}})[
+    kubelet = init_config({"u7s_kubelet_config": {"featureGates": {"NodeSwap": True}, "maxPods": 50}})[
         "KubeletConfiguration"]
     assert kubelet["featureGates"] == {"KubeletInUserNamespace": True, "NodeSwap": True}
     assert kubelet["maxPods"] == 50
     assert kubelet["cgroupDriver"] == "systemd"
 
 
-@pytest.mark.parametrize("inventory", [{"u7s_cgroup_driver": "cgroupfs"}, {"kubeadm_cgroup_driver": "cgroupfs"}],
-                         ids=["cluster-wide", "role-variable"])
-def test_cgroup_driver_from_the_inventory(inventory):
-    assert init_config(inventory)["KubeletConfiguration"]["cgroupDriver"] == "cgroupfs"
+def test_cgroup_driver_from_the_inventory():
+    assert init_config({"u7s_cgroup_driver": "cgroupfs"})["KubeletConfiguration"]["cgroupDriver"] == "cgroupfs"
+
+
+def test_the_role_variable_of_earlier_releases_is_refused_not_ignored():
+    """kubeadm_cgroup_driver no longer sets anything: the settings check says what replaced it."""
+    (problem,) = plan_of({"kubeadm_cgroup_driver": "cgroupfs"})["problems"]
+    assert "kubeadm_cgroup_driver is set, but the collection no longer reads it" in problem
+    assert "Fix: rename it to u7s_cgroup_driver" in problem
 
 
 # --- kubeadm-init.yaml: another user's ports, an endpoint of its own ------------------------
@@ -217,7 +212,7 @@ def test_custom_cidrs():
     ("198.51.100.7:6443", "198.51.100.7"),
 ])
 def test_control_plane_endpoint_override_is_a_san(endpoint, san):
-    cluster = init_config({**CUSTOM_PORTS, "kubeadm_control_plane_endpoint": endpoint})["ClusterConfiguration"]
+    cluster = init_config({**CUSTOM_PORTS, "u7s_control_plane_endpoint": endpoint})["ClusterConfiguration"]
     assert cluster["controlPlaneEndpoint"] == endpoint
     assert cluster["apiServer"]["certSANs"] == ["localhost", "127.0.0.1", "u7s-host1", "192.0.2.11", san]
 
@@ -254,59 +249,108 @@ def test_test_bed_join_skips_system_verification():
     assert registration["taints"] == [PENDING_TAINT]
 
 
-def test_pending_taint_is_cleared_by_the_addresses_step():
-    variables = kubeadm_variables()
-    assert evaluate("kubeadm_addresses_pending_taint", variables) == PENDING_TAINT
-    assert PENDING_TAINT["key"] in evaluate("kubeadm_taints_cleared_by_addresses", variables)
+def test_pending_taint_is_cleared_by_the_external_ip_role():
+    """New nodes wait under the kubeadm role's taint until external_ip has set their addresses and lifts it."""
+    assert evaluate("kubeadm_addresses_pending_taint", kubeadm_variables()) == PENDING_TAINT
+    cleared = load_vars(ROLES / "external_ip/vars/main.yml")["external_ip_taints_cleared"]
+    assert PENDING_TAINT["key"] in cleared
+    task = task_named("external_ip", "main.yml", "Set the nodes' addresses from their hosts")
+    assert task["u7s.cluster.node_addresses"]["taints_to_remove"] == "{{ external_ip_taints_cleared }}"
 
 
 # --- kubectl.sh ------------------------------------------------------------------------------
 
-def test_kubectl_wrapper_for_docker_and_podman():
+def test_kubectl_wrapper_for_docker():
+    """The wrapper exports the engine session's environment and runs the session's engine CLI."""
     docker = render_role_template("kubeadm", "kubectl.sh.j2", kubeadm_variables())
+    assert docker.startswith("#!/bin/sh\n# Managed by Ansible\n")
     assert "export DOCKER_HOST=unix:///run/user/1001/docker.sock\n" in docker
-    assert docker.rstrip().endswith("exec docker exec -i $tty u7s-node kubectl \"$@\"")
+    assert "export XDG_RUNTIME_DIR=/run/user/1001\n" in docker
+    assert docker.rstrip().endswith('exec docker exec -i $tty u7s-node kubectl "$@"')
+
+
+def test_kubectl_wrapper_for_podman():
     podman = render_role_template("kubeadm", "kubectl.sh.j2",
-                                  kubeadm_variables(node_facts={**HOST1, "engine": "podman", "container": "n1"}))
+                                  kubeadm_variables({"u7s_engine": "podman", "node_container_name": "n1"}))
     assert "DOCKER_HOST" not in podman
     assert "export XDG_RUNTIME_DIR=/run/user/1001\n" in podman
-    assert "XDG_RUNTIME_DIR" not in docker
-    assert podman.rstrip().endswith("exec podman exec -i $tty n1 kubectl \"$@\"")
+    assert podman.rstrip().endswith('exec podman exec -i $tty n1 kubectl "$@"')
 
 
-# --- settings checks and pins ----------------------------------------------------------------
-
-def preflight_conditions(task_name: str) -> list:
-    tasks = DataLoader().load_from_file(str(ROLES / "kubeadm/tasks/preflight.yml"))
-    (task,) = [task for task in tasks if task["name"] == task_name]
-    return trusted(task["ansible.builtin.assert"]["that"])
-
-
-def settings_refused_by(inventory: dict) -> list:
-    """The conditions of the role's settings check that INVENTORY fails."""
-    variables = kubeadm_variables(inventory)
-    return [condition for condition in preflight_conditions("Refuse settings kubeadm would reject")
-            if not evaluate(condition, variables)]
+def test_kubectl_wrapper_exports_exactly_the_sessions_environment():
+    session = {**engine_session(), "environment": {"A": "1", "B": "/x"}, "cli": "nerdctl"}
+    wrapper = render_role_template("kubeadm", "kubectl.sh.j2", kubeadm_variables(rootless_runtime_session=session))
+    assert [line for line in wrapper.splitlines() if line.startswith("export ")] == ["export A=1", "export B=/x"]
+    assert 'exec nerdctl exec -i $tty u7s-node kubectl "$@"' in wrapper
 
 
-@pytest.mark.parametrize("inventory", [{}, inventory_vars_of_test_bed(), {"kubeadm_control_plane_endpoint": "cp.example.org:16443"}],
-                         ids=["defaults", "test-bed", "endpoint"])
-def test_preflight_accepts_the_shipped_settings(inventory):
-    assert settings_refused_by(inventory) == []
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_commands_run_in_the_node_as_the_cluster_user_through_the_session(engine):
+    """exec.yml picks the engine's task file from the session; it runs as the session's user with its environment."""
+    variables = kubeadm_variables({"u7s_engine": engine}, kubeadm_exec_argv=["true"])
+    (dispatch,) = [task for task in load_tasks("kubeadm", "exec.yml") if "ansible.builtin.include_tasks" in task]
+    assert template(dispatch["ansible.builtin.include_tasks"], variables) == "exec-%s.yml" % engine
+    (task,) = load_tasks("kubeadm", "exec-%s.yml" % engine)
+    assert template(task["become_user"], variables) == "u7s"
+    assert template(task["environment"], variables) == engine_session({"u7s_engine": engine})["environment"]
+    module = task["community.docker.docker_container_exec" if engine == "docker"
+                 else "containers.podman.podman_container_exec"]
+    assert template(module["container" if engine == "docker" else "name"], variables) == "u7s-node"
 
 
-@pytest.mark.parametrize(("inventory", "variable"), [
-    ({"u7s_cgroup_driver": "cgroup"}, "kubeadm_cgroup_driver"),
-    ({"kubeadm_kubelet_config": ["failCgroupV1"]}, "kubeadm_kubelet_config"),
-    ({"kubeadm_kubernetes_version": "1.36.4"}, "kubeadm_kubernetes_version"),
-    ({"kubeadm_control_plane_endpoint": "https://cp.example.org:6443"}, "kubeadm_control_plane_endpoint"),
-    ({"kubeadm_control_plane_endpoint": "cp.example.org"}, "kubeadm_control_plane_endpoint"),
-])
-def test_preflight_refuses_what_kubeadm_would(inventory, variable):
-    (refused,) = settings_refused_by(inventory)
-    assert variable in refused
+# --- kubeadm's own options: the preflight's asserts, evaluated ------------------------------
+
+def preflight_refusal(inventory: dict, task_name: str = "Refuse join token lifetimes kubeadm or the joins cannot use"):
+    """The first condition of the preflight task that INVENTORY fails (None when it passes)."""
+    task = task_named("kubeadm", "preflight.yml", task_name)
+    variables = {**kubeadm_variables(inventory), **task.get("vars", {})}
+    failed = conditions_failed(task["ansible.builtin.assert"]["that"], variables)
+    return failed[0] if failed else None
 
 
-def test_kubeadm_runs_the_bundles_kubernetes():
-    defaults = yaml.safe_load((ROLES / "kubeadm/defaults/main.yml").read_text())
-    assert defaults["kubeadm_kubernetes_version"] == versions_env()["K8S_VERSION"]
+@pytest.mark.parametrize("inventory", [{}, inventory_vars_of_test_bed(),
+                                       {"kubeadm_join_token_ttl": "24h", "kubeadm_join_token_min_remaining": "23h59m"},
+                                       {"kubeadm_join_token_ttl": 600, "kubeadm_join_token_min_remaining": "0"},
+                                       {"kubeadm_join_token_ttl": "1h30m", "kubeadm_join_token_min_remaining": "90s"}],
+                         ids=["defaults", "test-bed", "a-day", "seconds", "compound"])
+def test_preflight_accepts_usable_token_lifetimes(inventory):
+    assert preflight_refusal(inventory) is None
+
+
+@pytest.mark.parametrize(("inventory", "condition"), [
+    ({"kubeadm_join_token_ttl": "1d"}, "kubeadm_join_token_ttl | string is match(kubeadm_duration_pattern)"),
+    ({"kubeadm_join_token_ttl": "10 m"}, "kubeadm_join_token_ttl | string is match(kubeadm_duration_pattern)"),
+    ({"kubeadm_join_token_min_remaining": "soon"},
+     "kubeadm_join_token_min_remaining | string is match(kubeadm_duration_pattern)"),
+    ({"kubeadm_join_token_ttl": "0s", "kubeadm_join_token_min_remaining": "0"}, "kubeadm_ttl_seconds | int > 0"),
+    ({"kubeadm_join_token_ttl": "24h1s"}, "kubeadm_ttl_seconds | int <= 86400"),
+    ({"kubeadm_join_token_ttl": "25h"}, "kubeadm_ttl_seconds | int <= 86400"),
+    ({"kubeadm_join_token_ttl": "10m"}, "kubeadm_min_remaining_seconds | int < kubeadm_ttl_seconds | int"),
+    ({"kubeadm_join_token_ttl": "30m", "kubeadm_join_token_min_remaining": "1h"},
+     "kubeadm_min_remaining_seconds | int < kubeadm_ttl_seconds | int"),
+], ids=["days", "space", "min-remaining-text", "zero", "over-a-day", "25h", "equal", "shorter-than-min-remaining"])
+def test_preflight_refuses_token_lifetimes_the_joins_cannot_use(inventory, condition):
+    assert preflight_refusal(inventory) == condition
+
+
+@pytest.mark.parametrize("errors", [
+    [], ["SystemVerification"], ["Swap", "NumCPU", "Port-10250", "all"],
+    # kubeadm names file checks after the path (FileAvailable-<path with / as ->), dots and '_' included.
+    ["FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml"],
+    ["FileContent--proc-sys-net-ipv4-ip_forward"],
+], ids=["none", "one", "several", "file-check-with-a-dot", "file-check-with-an-underscore"])
+def test_preflight_accepts_lists_of_kubeadm_check_names(errors):
+    assert preflight_refusal({"kubeadm_ignore_preflight_errors": errors},
+                             "Refuse kubeadm preflight errors that are not a list of check names") is None
+
+
+@pytest.mark.parametrize(("errors", "condition"), [
+    ("SystemVerification", "kubeadm_ignore_preflight_errors is not string"),
+    (["System Verification"], "kubeadm_ignore_preflight_errors | select('match', '^[A-Za-z0-9-]+$') | list | length"
+                              " == kubeadm_ignore_preflight_errors | length"),
+    (["all;rm -rf /"], "kubeadm_ignore_preflight_errors | select('match', '^[A-Za-z0-9-]+$') | list | length"
+                       " == kubeadm_ignore_preflight_errors | length"),
+], ids=["a-string", "a-space", "shell"])
+def test_preflight_refuses_preflight_errors_that_are_no_list_of_check_names(errors, condition):
+    assert preflight_refusal({"kubeadm_ignore_preflight_errors": errors},
+                             "Refuse kubeadm preflight errors that are not a list of check names") == condition

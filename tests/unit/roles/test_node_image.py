@@ -10,71 +10,133 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from ansible.errors import AnsibleError
-from ansible.parsing.dataloader import DataLoader
 
-from rendering import REPO, render, trusted, versions_env
+from rendering import (
+    REPO,
+    conditions_failed,
+    evaluate,
+    inventory_vars_of_test_bed,
+    render_role_template,
+    role_variables,
+    task_named,
+    versions_env,
+)
 
 ROLE = REPO / "roles" / "node_image"
 
 
-def role_variables(architecture: str = "x86_64") -> dict:
-    variables: dict = {}
-    loader = DataLoader()
-    for path in (ROLE / "defaults/main.yml", ROLE / "vars/main.yml"):
-        variables.update(trusted(loader.load_from_file(str(path))))
-    variables["ansible_facts"] = {"architecture": architecture, "env": {"HOME": "/root"}}
-    variables["ansible_managed"] = "Managed by Ansible"
-    return variables
+def node_image_variables(inventory: dict | None = None, architecture: str = "x86_64") -> dict:
+    return role_variables("node_image", inventory, facts={
+        "ansible_facts": {"architecture": architecture, "env": {"HOME": "/root"}}, "inventory_hostname": "host1"})
+
+
+def dockerfile(inventory: dict | None = None, architecture: str = "x86_64") -> str:
+    return render_role_template("node_image", "Dockerfile.j2", node_image_variables(inventory, architecture))
 
 
 def test_product_and_offline_bundle_run_the_same_kubernetes():
-    assert role_variables()["node_image_kubernetes_version"] == versions_env()["K8S_VERSION"]
+    version = versions_env()["K8S_VERSION"]
+    variables = node_image_variables()
+    assert evaluate("u7s_kubernetes_version", variables) == version
+    assert evaluate("u7s_node_image", variables) == "localhost/u7s/node:" + version
+    assert version in evaluate("node_image_kindest_digests", variables)
 
 
 def test_test_bed_base_matches_the_offline_bundle():
     """The test bed's offline base is built from the bundle: same version, same tag."""
-    test_bed = yaml.safe_load((REPO / "inventories/testbed/group_vars/u7s_cluster.yml").read_text())
+    test_bed = inventory_vars_of_test_bed()
     version = versions_env()["K8S_VERSION"]
-    assert test_bed.get("node_image_kubernetes_version", role_variables()["node_image_kubernetes_version"]) == version
-    assert test_bed["node_image_base"] == f"localhost/u7s/node-base:{version}"
+    assert "u7s_kubernetes_version" not in test_bed  # the settings' default, which is the bundle's
+    variables = node_image_variables(test_bed)
+    assert evaluate("node_image_base", variables) == f"localhost/u7s/node-base:{version}"
+    assert evaluate("node_image_base_ref", variables) == f"localhost/u7s/node-base:{version}"
+    assert evaluate("node_image_base_version", variables) == version
 
 
 def test_kindest_base_is_pinned_by_digest_to_the_same_version():
-    base = role_variables()["node_image_kindest_base"]
-    version = role_variables()["node_image_kubernetes_version"]
+    variables = node_image_variables()
+    base = evaluate("node_image_base_ref", variables)
+    version = evaluate("u7s_kubernetes_version", variables)
     assert re.fullmatch(rf"docker\.io/kindest/node:{re.escape(version)}@sha256:[0-9a-f]{{64}}", base)
+    assert evaluate("node_image_base_version", variables) == version
 
 
 def test_build_dockerfile_has_pins_and_checksum_verification():
-    variables = role_variables()
-    dockerfile = render((ROLE / "templates/Dockerfile.j2").read_text(), variables)
-    assert dockerfile.splitlines()[0].startswith("# Managed by Ansible")
-    assert f"FROM {variables['node_image_kindest_base']}" in dockerfile
+    variables = node_image_variables()
+    text = dockerfile()
+    assert text.splitlines()[0].startswith("# Managed by Ansible")
+    assert f"FROM {evaluate('node_image_base_ref', variables)}\n" in text
     cni_version = variables["node_image_cni_plugins_version"]
     url = f"https://github.com/containernetworking/plugins/releases/download/{cni_version}/cni-plugins-linux-amd64-{cni_version}.tgz"
-    assert f"ARG CNI_PLUGINS_URL={url}" in dockerfile
-    assert f"ARG CNI_PLUGINS_SHA256={variables['node_image_cni_plugins_sha256']['amd64']}" in dockerfile
+    assert f"ARG CNI_PLUGINS_URL={url}" in text
+    assert f"ARG CNI_PLUGINS_SHA256={variables['node_image_cni_plugins_sha256']['amd64']}" in text
     # The download is checked before it is unpacked.
-    download = dockerfile.index('curl -fsSL -o /tmp/cni-plugins.tgz "${CNI_PLUGINS_URL}"')
-    check = dockerfile.index('echo "${CNI_PLUGINS_SHA256}  /tmp/cni-plugins.tgz" | sha256sum -c -')
-    unpack = dockerfile.index("tar -xzf /tmp/cni-plugins.tgz")
+    download = text.index('curl -fsSL -o /tmp/cni-plugins.tgz "${CNI_PLUGINS_URL}"')
+    check = text.index('echo "${CNI_PLUGINS_SHA256}  /tmp/cni-plugins.tgz" | sha256sum -c -')
+    unpack = text.index("tar -xzf /tmp/cni-plugins.tgz")
     assert download < check < unpack
-    assert 'ENTRYPOINT ["/usr/local/bin/u7s-entrypoint", "/usr/local/bin/entrypoint", "/sbin/init"]' in dockerfile
-    assert f'io.u7s.kubernetes-version="{variables["node_image_kubernetes_version"]}"' in dockerfile
+    assert 'ENTRYPOINT ["/usr/local/bin/u7s-entrypoint", "/usr/local/bin/entrypoint", "/sbin/init"]' in text
+    assert f'io.u7s.kubernetes-version="{versions_env()["K8S_VERSION"]}"' in text
 
 
 def test_an_offline_base_replaces_the_kindest_base():
-    variables = role_variables()
-    variables["node_image_base"] = "localhost/u7s/node-base:v1.36.4"
-    assert "FROM localhost/u7s/node-base:v1.36.4\n" in render((ROLE / "templates/Dockerfile.j2").read_text(), variables)
+    assert "FROM localhost/u7s/node-base:v1.36.4\n" in dockerfile({"node_image_base": "localhost/u7s/node-base:v1.36.4"})
 
 
 def test_architecture_without_a_pin_is_not_rendered_silently():
-    variables = role_variables("riscv64")
     with pytest.raises(AnsibleError, match="riscv64"):
-        render((ROLE / "templates/Dockerfile.j2").read_text(), variables)
+        dockerfile(architecture="riscv64")
+
+
+# --- the preflight's refusals of a base, evaluated ---------------------------------------------
+
+NO_PIN = "Refuse a base without a pin for the Kubernetes version"
+OTHER_VERSION = "Refuse a base that carries another Kubernetes version"
+
+
+def refuses(task_name: str, inventory: dict) -> bool:
+    """Whether the preflight's fail task TASK_NAME fires for INVENTORY (all its when: conditions hold)."""
+    task = task_named("node_image", "preflight.yml", task_name)
+    return conditions_failed(task["when"], node_image_variables(inventory)) == []
+
+
+@pytest.mark.parametrize("inventory", [
+    {},
+    inventory_vars_of_test_bed(),
+    {"node_image_base": "localhost/u7s/node-base:v1.36.4"},
+    {"node_image_base": "registry.example.org:5000/u7s/node-base:v1.36.4"},
+    {"node_image_base": "registry.example.org/u7s/node-base:v1.36.4@sha256:" + "ab" * 32},
+    # No tag: nothing to compare (the digest pins the content).
+    {"node_image_base": "registry.example.org:5000/u7s/node-base@sha256:" + "ab" * 32},
+    {"u7s_kubernetes_version": "v1.37.0", "node_image_base": "localhost/u7s/node-base:v1.37.0"},
+    # Another version is fine where the base is not used.
+    {"u7s_kubernetes_version": "v1.37.0", "node_image_source": "pull", "node_image_pull_ref": "r/node:v1.37.0"},
+    {"u7s_kubernetes_version": "v1.37.0", "node_image_source": "archive", "node_image_archive": "/srv/node.tar"},
+], ids=["defaults", "test-bed", "offline-base", "registry-port", "tag-and-digest", "digest-only", "new-version",
+        "pull", "given-archive"])
+def test_preflight_accepts_a_base_that_carries_the_version(inventory):
+    assert not refuses(NO_PIN, inventory)
+    assert not refuses(OTHER_VERSION, inventory)
+
+
+@pytest.mark.parametrize("source", ["build", "archive"])
+def test_preflight_refuses_a_version_without_a_kindest_pin(source):
+    inventory = {"u7s_kubernetes_version": "v1.37.0", "node_image_source": source}
+    assert refuses(NO_PIN, inventory)
+    assert not refuses(OTHER_VERSION, inventory)
+
+
+@pytest.mark.parametrize("inventory", [
+    {"node_image_base": "localhost/u7s/node-base:v1.35.0"},
+    {"node_image_base": "registry.example.org:5000/u7s/node-base:v1.35.0"},
+    {"node_image_base": "docker.io/kindest/node:v1.35.0@sha256:" + "ab" * 32},
+    {"node_image_base": "localhost/u7s/node-base:v1.36.4", "u7s_kubernetes_version": "v1.37.0"},
+    {"node_image_base": "localhost/u7s/node-base:v1.35.0", "node_image_source": "archive"},
+], ids=["offline-base", "registry-port", "kindest-by-digest", "version-moved-on", "archive"])
+def test_preflight_refuses_a_base_tagged_with_another_version(inventory):
+    assert refuses(OTHER_VERSION, inventory)
+    assert not refuses(NO_PIN, inventory)
 
 
 def sandboxed(script: str, root: Path) -> str:

@@ -1,126 +1,115 @@
 # Copyright (c) u7s.cluster developers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
-"""The node role's derived variables (it has no templates) and how they line up with the other roles."""
+"""The node role's container, from its task files evaluated with the settings check's plan (it has no templates).
+
+How the node's ports, image and cgroup driver agree with kubeadm's and flannel's: test_settings.py.
+"""
 
 from __future__ import annotations
 
-import pytest
-import yaml
-from ansible.parsing.dataloader import DataLoader
+import json
 
-from rendering import ROLES, evaluate, inventory_vars_of_test_bed, load_vars, role_variables, trusted, versions_env
+import pytest
+
+from rendering import (
+    CONTAINER_MODULES,
+    evaluate,
+    inventory_vars_of_test_bed,
+    kubeadm_init_config,
+    node_container as container,
+    node_variables,
+    task_named,
+    template,
+)
 
 CUSTOM_PORTS = {"u7s_port_etcd": 12379, "u7s_port_apiserver": 16443, "u7s_port_kubelet": 20250, "u7s_port_vxlan": 18472}
+CUSTOM_SPECS = ["12379:12379/tcp", "16443:16443/tcp", "20250:20250/tcp", "18472:18472/udp"]
 
 
-def node_variables(inventory: dict | None = None, hostname: str = "host1") -> dict:
-    return role_variables("node", inventory=inventory, facts={"inventory_hostname": hostname})
+def published_port_specs(inventory: dict | None = None, host: str = "host1") -> list:
+    return evaluate("node_published_port_specs", node_variables(inventory, host))
 
 
 # --- published ports ----------------------------------------------------------------------------
 
 def test_default_published_ports():
-    variables = node_variables()
-    assert evaluate("node_published_port_specs", variables) == [
-        "2379:2379/tcp", "6443:6443/tcp", "10250:10250/tcp", "8472:8472/udp"]
+    assert published_port_specs() == ["2379:2379/tcp", "6443:6443/tcp", "10250:10250/tcp", "8472:8472/udp"]
 
 
 @pytest.mark.parametrize("inventory", [CUSTOM_PORTS, {name: str(port) for name, port in CUSTOM_PORTS.items()}],
                          ids=["ints", "strings"])
 def test_custom_published_ports(inventory):
     variables = node_variables(inventory)
-    assert evaluate("node_published_port_specs", variables) == [
-        "12379:12379/tcp", "16443:16443/tcp", "20250:20250/tcp", "18472:18472/udp"]
-    ports = evaluate("node_published_ports", variables)
+    assert evaluate("node_published_port_specs", variables) == CUSTOM_SPECS
+    ports = variables["settings_node"]["published_ports"]
     assert ports == [{"port": 12379, "protocol": "tcp"}, {"port": 16443, "protocol": "tcp"},
                      {"port": 20250, "protocol": "tcp"}, {"port": 18472, "protocol": "udp"}]
     assert all(isinstance(port["port"], int) for port in ports)
 
 
-def test_published_ports_are_the_ones_kubeadm_and_flannel_use():
-    """The node publishes each port under the same number the cluster advertises it by."""
-    node = node_variables(CUSTOM_PORTS)
-    kubeadm = role_variables("kubeadm", inventory=CUSTOM_PORTS)
-    flannel = role_variables("flannel", inventory=CUSTOM_PORTS)
-    assert [spec["port"] for spec in evaluate("node_published_ports", node)] == [
-        int(evaluate("kubeadm_port_etcd", kubeadm)),
-        int(evaluate("kubeadm_port_apiserver", kubeadm)),
-        int(evaluate("kubeadm_port_kubelet", kubeadm)),
-        int(evaluate("flannel_vxlan_port", flannel)),
-    ]
+def test_extra_ports_are_published_under_the_same_number():
+    extra = [{"port": 30080, "protocol": "tcp"}, {"port": "30053", "protocol": "udp"}, {"port": 30081}]
+    assert published_port_specs({"u7s_extra_ports": extra})[-3:] == [
+        "30080:30080/tcp", "30053:30053/udp", "30081:30081/tcp"]
 
 
-# --- node name -------------------------------------------------------------------------------
-
-def name_accepted(variables: dict) -> bool:
-    """The node preflight's own check of node_name."""
-    tasks = DataLoader().load_from_file(str(ROLES / "node/tasks/preflight.yml"))
-    (task,) = [task for task in tasks if task["name"] == "Refuse a node name Kubernetes would reject"]
-    return all(evaluate(condition, variables) for condition in trusted(task["ansible.builtin.assert"]["that"]))
+def test_extra_ports_are_per_host():
+    inventory = {"u7s_extra_ports": [{"port": 30080}]}
+    assert published_port_specs(inventory, "host2")[-1] == "30080:30080/tcp"
 
 
-@pytest.mark.parametrize(("hostname", "node_name"), [
-    ("host1", "u7s-host1"),
-    ("Host_1.example", "u7s-host-1-example"),
-    ("WORKER-02.lab.example.org", "u7s-worker-02-lab-example-org"),
-])
-def test_node_name_default(hostname, node_name):
-    variables = node_variables(hostname=hostname)
-    assert evaluate("node_name", variables) == node_name
-    assert name_accepted(variables)
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_the_container_runs_the_planned_node(engine):
+    """Name, host name, address, ports and environment of the container, for either engine (its image: test_settings.py)."""
+    _module, ports = CONTAINER_MODULES[engine]
+    arguments = container({**CUSTOM_PORTS, "u7s_engine": engine}, host="host2")
+    assert arguments[ports] == CUSTOM_SPECS
+    assert arguments["name"] == "u7s-node"
+    assert arguments["hostname"] == "u7s-host2"
+    assert arguments["env"] == {"HOST_IP": "192.0.2.12", "U7S_CGROUP_DRIVER": "systemd",
+                                "KUBECONFIG": "/etc/kubernetes/admin.conf"}
+    address = arguments["networks"][0]["ipv4_address"] if engine == "docker" else arguments["ip"]
+    assert address == "10.100.1.2"
 
 
-@pytest.mark.parametrize(("hostname", "node_name"), [
-    ("h" * 60, "u7s-" + "h" * 60),  # 64 characters: one too many
-    ("edge_", "u7s-edge-"),  # a label cannot end with '-'
-])
-def test_a_hostname_that_makes_no_dns_label_is_refused(hostname, node_name):
-    """The preflight check says so before anything changes (set node_name then)."""
-    variables = node_variables(hostname=hostname)
-    assert evaluate("node_name", variables) == node_name
-    assert not name_accepted(variables)
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_the_node_network_is_the_planned_subnet(engine):
+    variables = node_variables({"u7s_engine": engine}, "host2")
+    if engine == "docker":
+        network = template(task_named("node", "container-docker.yml", "Create the node network")[
+            "community.docker.docker_network"], variables)["ipam_config"][0]
+    else:
+        network = template(task_named("node", "container-podman.yml", "Create the node network")[
+            "containers.podman.podman_network"], variables)
+    assert (network["subnet"], network["gateway"]) == ("10.100.1.0/24", "10.100.1.1")
 
 
-# --- pins and agreement with the other roles --------------------------------------------------
+def test_the_node_state_records_the_planned_subnet():
+    """What the next run's settings check reads back to keep the subnet."""
+    variables = node_variables()
+    task = task_named("node", "main.yml", "Record the node subnet (kept on later runs)")
+    assert template(task["ansible.builtin.copy"]["dest"], variables) == "/home/u7s/.local/state/u7s/node.json"
+    content = template(task["ansible.builtin.copy"]["content"], variables)
+    assert content.endswith("\n")
+    assert json.loads(content) == {"subnet": "10.100.0.0/24", "node_ip": "10.100.0.2", "container": "u7s-node"}
 
-def test_node_image_default_is_the_bundles_kubernetes():
-    defaults = yaml.safe_load((ROLES / "node/defaults/main.yml").read_text())
-    assert defaults["node_image"] == "localhost/u7s/node:" + versions_env()["K8S_VERSION"]
+
+@pytest.mark.parametrize(("container_image", "recreate"), [("sha256:old", True), ("sha256:new", False)])
+def test_podman_recreates_a_container_of_a_reloaded_image(container_image, recreate):
+    """podman_container compares images by name: an image reloaded under the same tag recreates by ID."""
+    variables = {**node_variables({"u7s_engine": "podman"}),
+                 "node_podman_container": {"containers": [{"Image": container_image}]},
+                 "node_podman_image": {"images": [{"Id": "sha256:new"}]}}
+    task = task_named("node", "container-podman.yml", "Run the node container")
+    assert template(task["containers.podman.podman_container"]["recreate"], variables) is recreate
 
 
-def test_node_image_default_is_what_the_node_image_role_builds():
-    node_image = role_variables("node_image")
-    built = evaluate("node_image_name ~ ':' ~ node_image_tag", node_image)
-    assert evaluate("node_image", node_variables()) == built
-
+# --- cgroup driver ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("inventory", [{}, inventory_vars_of_test_bed()], ids=["defaults", "test-bed"])
 def test_containerd_and_kubelet_use_the_same_cgroup_driver(inventory):
-    node = evaluate("node_cgroup_driver", node_variables(inventory))
-    kubelet = evaluate("kubeadm_cgroup_driver", role_variables("kubeadm", inventory=inventory))
+    node = container(inventory)["env"]["U7S_CGROUP_DRIVER"]
+    kubelet = kubeadm_init_config(inventory)["KubeletConfiguration"]["cgroupDriver"]
     assert node == kubelet
     assert node == ("cgroupfs" if inventory else "systemd")
-
-
-def test_reserved_cidrs_are_the_clusters_networks():
-    inventory = {"u7s_pod_cidr": "10.32.0.0/16", "u7s_service_cidr": "10.33.0.0/16"}
-    kubeadm = role_variables("kubeadm", inventory=inventory)
-    assert evaluate("node_reserved_cidrs", node_variables(inventory)) == [
-        evaluate("kubeadm_pod_cidr", kubeadm), evaluate("kubeadm_service_cidr", kubeadm)]
-
-
-def test_argument_spec_defaults_are_the_defaults():
-    specs = yaml.safe_load((ROLES / "node/meta/argument_specs.yml").read_text())["argument_specs"]
-    options = specs["main"]["options"]
-    variables = node_variables()
-    for name, spec in options.items():
-        if "default" in spec:
-            assert evaluate(name, variables) == spec["default"], name
-    assert set(options) == set(load_vars(ROLES / "node/defaults/main.yml"))
-
-
-def test_extra_ports_are_published_under_the_same_number():
-    variables = node_variables({"node_extra_ports": [{"port": 30080, "protocol": "tcp"}]})
-    assert evaluate("node_published_port_specs", variables)[-1] == "30080:30080/tcp"
-    assert evaluate("node_published_ports", variables)[-1] == {"port": 30080, "protocol": "tcp"}

@@ -204,37 +204,51 @@ class TestErrors:
     def test_override_with_host_bits_suggests_the_network(self) -> None:
         message = error([host("web1", override="10.100.3.5/24")])
         assert message == (
-            "Host web1: node_subnet 10.100.3.5/24 has host bits set; did you mean the network 10.100.3.0/24? "
-            "Fix: correct node_subnet of host web1."
+            "Host web1: u7s_node_subnet 10.100.3.5/24 has host bits set; did you mean the network 10.100.3.0/24? "
+            "Fix: correct u7s_node_subnet of host web1."
         )
 
     def test_recorded_with_host_bits(self) -> None:
         message = error([host("web1", recorded="10.100.3.5/24")])
-        assert "Host web1: the recorded subnet of its existing node network 10.100.3.5/24 has host bits set" in message
-        assert "reset host web1" in message
+        assert message == (
+            "Host web1: the recorded subnet of its existing node network 10.100.3.5/24 has host bits set; did you "
+            "mean the network 10.100.3.0/24? Fix: repair the node state file on host web1 "
+            "(~/.local/state/u7s/node.json of the cluster user), which records the subnet its node uses."
+        )
 
     @pytest.mark.parametrize("value", ["10.100.3.0", "garbage", "10.100.300.0/24", "fd00::/64", "10.100.0.0/33"])
     def test_override_that_is_no_ipv4_network(self, value: str) -> None:
         message = error([host("web1", override=value)])
-        assert message.startswith("Host web1: node_subnet %r is not an IPv4 network" % value)
-        assert "node_subnet" in message
+        assert message.startswith("Host web1: u7s_node_subnet %r is not an IPv4 network" % value)
+        assert message.endswith("Fix: correct u7s_node_subnet of host web1.")
 
     @pytest.mark.parametrize("value", ["10.0.0.0/15", "10.100.0.0/30", "10.100.0.0/32"])
     def test_override_prefix_out_of_range(self, value: str) -> None:
         assert "a node subnet must be between /16 and /29" in error([host("web1", override=value)])
 
-    @pytest.mark.parametrize("prefix", [15, 30, "x", True, None])
-    def test_prefix_out_of_range(self, prefix: t.Any) -> None:
-        assert "The node subnet prefix (prefix)" in error([host("a")], prefix=prefix)
+    @pytest.mark.parametrize("prefix, expected", [
+        (15, "must be between 16 and 29, got 15."),
+        (30, "must be between 16 and 29, got 30."),
+        ("x", "must be a prefix length such as 24, got 'x'."),
+        (True, "must be a prefix length such as 24, got True."),
+        (None, "must be a prefix length such as 24, got None."),
+    ])
+    def test_prefix_out_of_range(self, prefix: t.Any, expected: str) -> None:
+        assert error([host("a")], prefix=prefix) == "The node subnet prefix (u7s_node_subnet_prefix) " + expected
 
     def test_prefix_shorter_than_pool(self) -> None:
         assert error([host("a")], pool="10.100.0.0/20", prefix=18) == (
             "The node subnet prefix /18 is shorter than the pool 10.100.0.0/20; it must be /20 or longer."
         )
 
-    @pytest.mark.parametrize("pool", ["10.100.0.1/16", "fd00::/48", "nonsense", None])
-    def test_invalid_pool(self, pool: t.Any) -> None:
-        assert error([host("a")], pool=pool).startswith("The node subnet pool (pool)")
+    @pytest.mark.parametrize("pool, expected", [
+        ("10.100.0.1/16", "10.100.0.1/16 has host bits set; did you mean the network 10.100.0.0/16?"),
+        ("fd00::/48", "'fd00::/48' is not an IPv4 network in CIDR notation such as 10.100.0.0/24."),
+        ("nonsense", "'nonsense' is not an IPv4 network in CIDR notation such as 10.100.0.0/24."),
+        (None, "None is not an IPv4 network in CIDR notation such as 10.100.0.0/24."),
+    ])
+    def test_invalid_pool(self, pool: t.Any, expected: str) -> None:
+        assert error([host("a")], pool=pool) == "The node subnet pool (u7s_node_subnet_pool) " + expected
 
     def test_invalid_reserved(self) -> None:
         assert "Reserved range 'pods'" in error([host("a")], reserved=["pods"])
@@ -254,50 +268,51 @@ class TestErrors:
 
     def test_all_validation_problems_are_reported_at_once(self) -> None:
         message = error([host("a", override="10.1.1.1/24"), host("b", recorded="x")], prefix=31)
-        assert "Host a: node_subnet 10.1.1.1/24 has host bits set" in message
+        assert "Host a: u7s_node_subnet 10.1.1.1/24 has host bits set" in message
         assert "Host b: the recorded subnet" in message
-        assert "got 31" in message
+        assert "The node subnet prefix (u7s_node_subnet_prefix) must be between 16 and 29, got 31." in message
 
     def test_overlapping_overrides_name_both_hosts(self) -> None:
         message = error([host("a", override="10.100.0.0/23"), host("b"), host("c", override="10.100.1.0/24")])
         assert message == (
-            "Hosts a and c: their node_subnet values 10.100.0.0/23 and 10.100.1.0/24 overlap, but every node "
-            "needs a subnet of its own. Fix: change node_subnet on one of them."
+            "Hosts a and c: their u7s_node_subnet values 10.100.0.0/23 and 10.100.1.0/24 overlap, but every node "
+            "needs a subnet of its own. Fix: change u7s_node_subnet on one of them."
         )
 
-    def test_override_that_differs_from_the_recorded_subnet_needs_a_reset(self) -> None:
+    def test_override_that_differs_from_the_recorded_subnet_keeps_the_node(self) -> None:
         message = error([host("a", override="10.100.7.0/24", recorded="10.100.0.0/24")])
         assert message == (
-            "Host a: node_subnet is 10.100.7.0/24, but its existing node network uses 10.100.0.0/24. "
-            "Changing an existing node's subnet needs the node removed first. Fix: reset host a and run "
-            "again, or set node_subnet to 10.100.0.0/24 (or remove it)."
+            "Host a: u7s_node_subnet is 10.100.7.0/24, but its existing node network uses 10.100.0.0/24, and an "
+            "existing node keeps its subnet. Fix: set u7s_node_subnet on host a to 10.100.0.0/24, or remove it."
         )
 
     def test_override_over_another_hosts_existing_network(self) -> None:
         message = error([host("old", recorded="10.100.0.0/24"), host("new", override="10.100.0.128/25")])
         assert message == (
-            "Host new: node_subnet 10.100.0.128/25 overlaps 10.100.0.0/24, which the existing node network of "
-            "host old uses; host old's node network would need to change, and that needs its node removed "
-            "first (reset). Fix: choose another node_subnet for host new, or reset host old first."
+            "Host new: u7s_node_subnet 10.100.0.128/25 overlaps 10.100.0.0/24, which the existing node network of "
+            "host old uses, and an existing node keeps its subnet. Fix: choose another u7s_node_subnet for host new."
         )
 
     def test_override_overlapping_a_reserved_range(self) -> None:
         message = error([host("a", override="10.96.4.0/24")], reserved=[POD_CIDR, SERVICE_CIDR])
         assert message == (
-            "Host a: node_subnet 10.96.4.0/24 overlaps the reserved range 10.96.0.0/16. "
-            "Fix: set node_subnet on host a to a subnet outside it."
+            "Host a: u7s_node_subnet 10.96.4.0/24 overlaps the reserved range 10.96.0.0/16. "
+            "Fix: set u7s_node_subnet on host a to a subnet outside it."
         )
 
     def test_override_containing_a_host_address(self) -> None:
         message = error([host("a", override="192.168.1.0/24")], host_addresses=["192.168.1.10"])
-        assert "Host a: node_subnet 192.168.1.0/24 overlaps the host address 192.168.1.10." in message
+        assert message == (
+            "Host a: u7s_node_subnet 192.168.1.0/24 overlaps the host address 192.168.1.10. "
+            "Fix: set u7s_node_subnet on host a to a subnet outside it."
+        )
 
     def test_recorded_subnet_that_now_overlaps_a_reserved_range(self) -> None:
         message = error([host("a", recorded="10.244.3.0/24")], reserved=[POD_CIDR])
         assert message == (
             "Host a: the recorded subnet of its existing node network 10.244.3.0/24 overlaps the reserved range "
-            "10.244.0.0/16. Changing an existing node's subnet needs the node removed first. Fix: reset host a "
-            "so it gets a new subnet, or change the conflicting range."
+            "10.244.0.0/16, and an existing node keeps its subnet. Fix: change the conflicting range (u7s_pod_cidr, "
+            "u7s_service_cidr or the host's address) so that it leaves 10.244.3.0/24 free."
         )
 
     def test_pool_exhausted(self) -> None:
@@ -306,7 +321,7 @@ class TestErrors:
         assert message == (
             "The node subnet pool 10.100.0.0/22 has no free /24 left for host d: it holds 4 subnets of /24, "
             "3 node networks already lie in it and reserved ranges or host addresses block the rest; "
-            "2 host(s) still need one (d, e). Fix: use a larger pool or a longer prefix, or set node_subnet "
+            "2 host(s) still need one (d, e). Fix: use a larger pool or a longer prefix, or set u7s_node_subnet "
             "on these hosts."
         )
 
@@ -315,7 +330,40 @@ class TestErrors:
             host("a", override="10.100.0.0/24"), host("b", override="10.100.0.0/24"),
             host("c", override="10.100.9.0/24", recorded="10.100.8.0/24"),
         ])
-        assert "Hosts a and b" in message and "Host c: node_subnet is 10.100.9.0/24" in message
+        assert "Hosts a and b" in message and "Host c: u7s_node_subnet is 10.100.9.0/24" in message
+
+    @pytest.mark.parametrize("records, kwargs", [
+        ([host("a", override="10.100.3.5/24")], {}),
+        ([host("a", override="garbage")], {}),
+        ([host("a", override="10.0.0.0/15")], {}),
+        ([host("a", recorded="10.100.3.5/24")], {}),
+        ([host("a", recorded="10.0.0.0/30")], {}),
+        ([host("a")], {"prefix": 30}),
+        ([host("a")], {"prefix": "x"}),
+        ([host("a")], {"pool": "10.100.0.0/20", "prefix": 18}),
+        ([host("a")], {"pool": "nonsense"}),
+        ([host("a")], {"reserved": ["pods"]}),
+        ([host("a"), host("a")], {}),
+        (["a"], {}),
+        ([host("a", override="10.100.0.0/23"), host("b", override="10.100.1.0/24")], {}),
+        ([host("a", override="10.100.7.0/24", recorded="10.100.0.0/24")], {}),
+        ([host("old", recorded="10.100.0.0/24"), host("new", override="10.100.0.128/25")], {}),
+        ([host("a", override="10.96.4.0/24")], {"reserved": [SERVICE_CIDR]}),
+        ([host("a", override="192.168.1.0/24")], {"host_addresses": ["192.168.1.10"]}),
+        ([host("a", recorded="10.244.3.0/24")], {"reserved": [POD_CIDR]}),
+        ([host("a", recorded="10.100.0.0/24")], {"host_addresses": ["10.100.0.0/23"]}),
+        ([host("a"), host("b")], {"pool": "10.100.0.0/24"}),
+    ], ids=[
+        "override-host-bits", "override-garbage", "override-prefix", "recorded-host-bits", "recorded-prefix",
+        "prefix-range", "prefix-text", "prefix-shorter-than-pool", "pool", "reserved", "duplicate-host",
+        "malformed-record", "overrides-overlap", "override-moves-node", "override-over-recorded",
+        "override-reserved", "override-host-address", "recorded-reserved", "recorded-host-network", "exhausted",
+    ])
+    def test_no_message_advises_resetting_a_node(self, records: t.Any, kwargs: dict[str, t.Any]) -> None:
+        """A working node is never reset to make a plan: every fix leaves it (and its subnet) alone."""
+        message = error(records, **kwargs)
+        assert "reset" not in message.lower()
+        assert "remove the node" not in message.lower() and "removed first" not in message.lower()
 
 
 class TestHelpers:

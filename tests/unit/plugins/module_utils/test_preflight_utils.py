@@ -240,6 +240,28 @@ class TestSubid:
         problem = only(preflight_problems(facts, {"manage_subid": False}), "no subordinate ID range")
         assert "usermod --add-subuids" in problem
 
+    @pytest.mark.parametrize("count", [65535, 1000, 0, -1, "65535", "many", True, 65536.5])
+    def test_count_below_what_the_node_images_need_is_refused(self, count: t.Any) -> None:
+        """The node's images own files up to ID 65535: a smaller range cannot hold them."""
+        problem = only(preflight_problems(load("debian13_cgroup_v2"), {"subid_count": count}),
+                       "host_prereqs_subid_count")
+        assert problem == (
+            "host_prereqs_subid_count is %r; a rootless engine needs at least 65536 subordinate IDs (the node's "
+            "images use IDs up to 65535). Fix: set host_prereqs_subid_count to 65536 or more." % (count,))
+
+    def test_a_refused_count_is_the_only_subid_problem(self) -> None:
+        """The ranges are not checked against a count that is itself refused."""
+        facts = load("debian13_cgroup_v2")
+        facts["subuid"][1]["start"] = 150000  # an overlap that a valid count reports
+        problems = [problem for problem in preflight_problems(facts, {"subid_count": 100})
+                    if "subuid" in problem or "subgid" in problem or "subid" in problem]
+        assert len(problems) == 1 and problems[0].startswith("host_prereqs_subid_count is 100;")
+
+    @pytest.mark.parametrize("count", [65536, "65536", None])
+    def test_count_of_65536_is_accepted(self, count: t.Any) -> None:
+        """None means the default, 65536."""
+        assert preflight_problems(load("debian13_cgroup_v2"), {"subid_count": count}) == []
+
     def test_user_missing_and_range_recorded_by_name(self) -> None:
         facts = load("rocky9_no_user_yet")
         facts["subuid"].append({"owner": "u7s", "start": 100000, "count": 65536, "line": 2})

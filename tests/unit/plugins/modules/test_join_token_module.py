@@ -1,7 +1,7 @@
 # Copyright (c) u7s.cluster developers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
-"""u7s.cluster.join_token: token choice, durations, CA pins, and main() against a fake API."""
+"""u7s.cluster.join_token: token choice, CA pins, and main() against a fake API (durations: test_durations.py)."""
 
 from __future__ import annotations
 
@@ -32,30 +32,12 @@ from ansible_collections.u7s.cluster.plugins.modules.join_token import (
     endpoint_from_server,
     new_token,
     parse_cluster_info,
-    parse_duration,
     token_from_secret,
     token_is_usable,
 )
 
 UTC = datetime.timezone.utc
 NOW = datetime.datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
-
-
-# ---------------------------------------------------------------- durations
-
-
-@pytest.mark.parametrize("value, seconds", [
-    ("1h", 3600), ("10m", 600), ("90s", 90), ("1h30m", 5400), ("2h0m5s", 7205), ("600", 600), (600, 600), (0, 0),
-    (" 24h ", 86400),
-])
-def test_parse_duration(value: t.Any, seconds: int) -> None:
-    assert parse_duration(value, "ttl") == seconds
-
-
-@pytest.mark.parametrize("value", ["", "1d", "10 m", "m", "1m1h", "-5", -5, True, "1.5h", None])
-def test_parse_duration_rejects(value: t.Any) -> None:
-    with pytest.raises(ValueError, match="^ttl must"):
-        parse_duration(value, "ttl")
 
 
 # ---------------------------------------------------------------- tokens
