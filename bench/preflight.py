@@ -33,7 +33,7 @@ PLAY = """- name: {name}
 {tasks}
 """
 CHECK = """    - name: Check the whole inventory and plan every node
-      ansible.builtin.include_role:
+      ansible.builtin.import_role:
         name: u7s.cluster.settings
         tasks_from: plan
 """
@@ -62,7 +62,7 @@ def run(directory: str, inventory: str, name: str, tasks: str) -> float:
     with open(playbook, "w", encoding="utf-8") as handle:
         handle.write(PLAY.format(name=name, tasks=tasks))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO_ROOT, ".build", "collections"),
-               ANSIBLE_FORKS="20", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.null", ANSIBLE_NOCOLOR="1")
+               ANSIBLE_FORKS="20", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal", ANSIBLE_NOCOLOR="1")
     started = time.perf_counter()
     result = subprocess.run(["ansible-playbook", "-i", inventory, playbook], env=env, check=False,
                             capture_output=True, text=True)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import typing as t
 
 from ansible.errors import AnsibleActionFail
@@ -38,6 +40,19 @@ def _facts_of(host_vars: t.Any) -> t.Mapping[str, t.Any]:
     return facts if isinstance(facts, t.Mapping) else {}
 
 
+def _recorded_subnet(host_vars: t.Any) -> str | None:
+    """The subnet the host's node network uses, from its node state file (slurped by the check), or None."""
+    state = host_vars.get("settings_node_state") if "settings_node_state" in host_vars else None
+    if not isinstance(state, t.Mapping) or "content" not in state:
+        return None
+    try:
+        subnet = json.loads(base64.b64decode(state["content"])).get("subnet")
+    except (ValueError, TypeError, AttributeError):
+        # An unreadable state file: planned as a new node, and the node role rewrites the file.
+        return None
+    return subnet if isinstance(subnet, str) else None
+
+
 class ActionModule(ActionBase):
     """Check the whole inventory and plan every host's node, on the controller."""
 
@@ -58,6 +73,7 @@ class ActionModule(ActionBase):
         hostvars = task_vars["hostvars"]
         members = list(groups.get(group, [])) if group in groups else []
 
+        play_hosts = set(task_vars.get("ansible_play_hosts_all") or ())
         hosts = []
         for name in members:
             host_vars = hostvars[name]
@@ -75,7 +91,8 @@ class ActionModule(ActionBase):
                 "ansible_host": host_vars.get("ansible_host") if "ansible_host" in host_vars else None,
                 "default_ipv4": default_ipv4.get("address"),
                 "all_ipv4": facts.get("all_ipv4_addresses"),
-                "recorded_subnet": host_vars.get("settings_recorded_subnet") if "settings_recorded_subnet" in host_vars else None,
+                "recorded_subnet": _recorded_subnet(host_vars),
+                "in_play": name in play_hosts,
             })
 
         plan = plan_cluster(ClusterInput(group, groups, spec), hosts)

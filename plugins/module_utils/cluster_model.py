@@ -41,7 +41,10 @@ from collections.abc import Mapping, Sequence
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
+    MAX_PREFIX,
+    MIN_PREFIX,
     NodeNetworkError,
+    parse_subnet,
     plan_node_networks,
 )
 from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts
@@ -211,31 +214,22 @@ class _Coercer:
 def _plain_type_error(name: str, message: str) -> str:
     """ArgumentSpecValidator's message without Python's type names."""
     match = re.search(r"is of type (?:<class ')?(\w+)'?>? and we were unable to convert to (\w+)", message)
+    if match and message.startswith("Elements value"):
+        return "must be a list of %s entries, but has an entry of type %s" % (match.group(2), match.group(1))
     if match:
         return "must be of type %s, got a %s" % (match.group(2), match.group(1))
     return message.replace("argument '%s' " % name, "").replace("value of %s " % name, "")
 
 
-def _network(value: t.Any) -> ipaddress.IPv4Network | str:
-    """An IPv4 network, or why the value is not one."""
-    if isinstance(value, (list, tuple)):
-        return "is a list; the cluster is IPv4 only, so give one network such as 10.244.0.0/16"
-    text = str(value).strip()
-    if "," in text:
-        return "holds several networks (%s); the cluster is IPv4 only, so give one" % text
-    if "/" not in text:
-        return "is not a network in CIDR notation such as 10.244.0.0/16"
+def _network(setting: str, value: t.Any) -> ipaddress.IPv4Network | str:
+    """The IPv4 network a setting names, or the problem with it."""
+    if isinstance(value, (list, tuple)) or "," in str(value):
+        return ("%s %r holds several networks; the cluster is IPv4 only, so give one network such as "
+                "10.244.0.0/16." % (setting, value))
     try:
-        network = ipaddress.ip_network(text)
-    except ValueError:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            return "is not a network in CIDR notation such as 10.244.0.0/16"
-        return "has host bits set; did you mean %s?" % loose
-    if not isinstance(network, ipaddress.IPv4Network):
-        return "is an IPv6 network; the cluster is IPv4 only"
-    return network
+        return parse_subnet(value, setting)
+    except NodeNetworkError as exc:
+        return str(exc)
 
 
 def _endpoint_problem(value: str) -> str | None:
@@ -357,11 +351,13 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
     for name in sorted(cluster):
         if name in CONTROLLER_SETTINGS:
             continue
-        by_value: dict[str, list[str]] = {}
+        by_value: dict[t.Hashable, tuple[t.Any, list[str]]] = {}
         for host_name in names:
-            by_value.setdefault(_key(resolved[host_name].get(name)), []).append(host_name)
+            value = resolved[host_name].get(name)
+            by_value.setdefault(_key(value), (value, []))[1].append(host_name)
         if len(by_value) > 1:
-            variants = "; ".join("%s on %s" % (value, describe_hosts(where)) for value, where in by_value.items())
+            variants = "; ".join("%s on %s" % (json.dumps(value, sort_keys=True, default=str), describe_hosts(where))
+                                 for value, where in by_value.values())
             problems.add(
                 "%s must be the same on every host of %s (joined kubelets take the control plane's configuration, "
                 "and the cluster has one network plan), but it is %s. Fix: set it once in group_vars/%s.yml, "
@@ -408,8 +404,9 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
                 "on all but one of them (an existing node keeps its name)." % (_sentence(describe_hosts(where)), node_name))
 
     networks = _check_networks(cluster, hosts, addresses, problems)
-    for text in _port_problems(hosts, resolved, addresses, extra):
-        problems.add(_sentence(text))
+    if all(1 <= cluster[setting] <= 65535 for setting, _protocol in NODE_PORTS):
+        for text in _port_problems(hosts, resolved, addresses, extra):
+            problems.add(_sentence(text))
 
     plan: dict[str, t.Any] = {}
     if networks is not None:
@@ -423,6 +420,17 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
             )
         except NodeNetworkError as exc:
             problems.add(str(exc))
+    kept_by = {str(network.subnet): name for name, network in plan.items()}
+    for host in hosts:
+        recorded = host.get("recorded_subnet") or ""
+        network = plan.get(host["name"])
+        if recorded and network is not None and str(network.subnet) != recorded:
+            keeper = [kept_by[recorded]] if recorded in kept_by else []
+            problems.add(
+                "Host %s: its node network uses %s, which %s uses as well (a state file copied with a cloned "
+                "host?); an existing node is never moved to another subnet. Fix: on the one of them whose node "
+                "container has never run, remove the cluster user's ~/.local/state/u7s/node.json."
+                % (host["name"], recorded, describe_hosts(keeper) if keeper else "another host"))
     if problems.items:
         return {"problems": problems.items, "settings": cluster, "control_plane": control_plane, "hosts": {}}
 
@@ -437,7 +445,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
             "engine": values["u7s_engine"],
             "allow_cgroup_v1": values["u7s_allow_cgroup_v1"],
             "node_name": values["u7s_node_name"] or default_node_name(name),
-            "host_address": addresses[name],
+            "host_address": addresses.get(name),
             "subnet": str(network.subnet),
             "gateway": str(network.gateway),
             "node_ip": str(network.node_ip),
@@ -445,8 +453,9 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
             "published_ports": [{"port": port, "protocol": protocol} for _label, port, protocol in named],
             "port_names": {"%d/%s" % (port, protocol): label for label, port, protocol in named},
         }
-    endpoint = cluster["u7s_control_plane_endpoint"] or "%s:%d" % (
-        planned[control_plane]["host_address"], cluster["u7s_port_apiserver"])
+    control_plane_address = planned[control_plane]["host_address"]
+    endpoint = cluster["u7s_control_plane_endpoint"] or (
+        "%s:%d" % (control_plane_address, cluster["u7s_port_apiserver"]) if control_plane_address else None)
     return {"problems": [], "settings": cluster, "control_plane": control_plane, "api_endpoint": endpoint,
             "hosts": planned}
 
@@ -494,10 +503,16 @@ def _host_address(host: Mapping[str, t.Any], values: Mapping[str, t.Any], proble
     name = host["name"]
     given = str(values["u7s_host_ip"] or "").strip()
     address = given or host.get("default_ipv4") or ""
+    if not address and host.get("all_ipv4") is None and _is_ipv4(host.get("ansible_host")):
+        # No facts (a host outside a --limit run): the address it is reached by.
+        address = str(host["ansible_host"]).strip()
     if not address:
         if host.get("all_ipv4") is not None:
             problems.add("Host %s has no default route, so its address is unknown. Fix: set u7s_host_ip on host %s "
                          "to the address other hosts reach it by." % (name, name))
+        elif host.get("in_play", True):
+            problems.add("Host %s: its address is unknown (no facts were gathered and u7s_host_ip is empty). Fix: "
+                         "set u7s_host_ip on host %s, or gather facts." % (name, name))
         return None
     try:
         parsed = ipaddress.ip_address(address)
@@ -517,6 +532,13 @@ def _host_address(host: Mapping[str, t.Any], values: Mapping[str, t.Any], proble
     return str(parsed)
 
 
+def _is_ipv4(value: t.Any) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(str(value).strip()), ipaddress.IPv4Address)
+    except ValueError:
+        return False
+
+
 def _check_networks(
     cluster: Mapping[str, t.Any],
     hosts: Sequence[Mapping[str, t.Any]],
@@ -526,9 +548,9 @@ def _check_networks(
     """The pod and service networks (reserved for the subnet plan), or None when they are unusable."""
     parsed = {}
     for setting in ("u7s_pod_cidr", "u7s_service_cidr", "u7s_node_subnet_pool"):
-        network = _network(cluster[setting])
+        network = _network(setting, cluster[setting])
         if isinstance(network, str):
-            problems.add("%s %r %s. Fix: set %s in group_vars." % (setting, cluster[setting], network, setting))
+            problems.add("%s Fix: set %s in group_vars to an IPv4 network." % (network, setting))
         else:
             parsed[setting] = network
     pod = parsed.get("u7s_pod_cidr")
@@ -560,12 +582,22 @@ def _check_networks(
             problems.add("%s %s contains the address of %s; the hosts would be unreachable from pods. Fix: choose a "
                          "%s apart from the hosts' network." % (setting, network, describe_hosts(inside), setting))
     pool = parsed.get("u7s_node_subnet_pool")
+    prefix = cluster["u7s_node_subnet_prefix"]
     blocked = False
+    if not MIN_PREFIX <= prefix <= MAX_PREFIX:
+        blocked = True
+        problems.add("u7s_node_subnet_prefix is %d; a node subnet must be a /%d to /%d. Fix: set "
+                     "u7s_node_subnet_prefix to 24 (a /24 per node)." % (prefix, MIN_PREFIX, MAX_PREFIX))
+    elif pool is not None and prefix < pool.prefixlen:
+        blocked = True
+        problems.add("u7s_node_subnet_prefix /%d is larger than u7s_node_subnet_pool %s itself. Fix: set "
+                     "u7s_node_subnet_prefix to %d or more, or use a larger pool." % (prefix, pool, pool.prefixlen))
     for setting, network in (("u7s_pod_cidr", pod), ("u7s_service_cidr", service)):
-        if pool is not None and network is not None and pool.overlaps(network):
+        # Partly is fine (allocation skips the reserved part); wholly leaves nothing to allocate.
+        if pool is not None and network is not None and pool.subnet_of(network):
             blocked = True
-            problems.add("u7s_node_subnet_pool %s overlaps %s %s, where no node subnet may lie. Fix: choose a "
-                         "u7s_node_subnet_pool apart from it (an existing node keeps its subnet)."
+            problems.add("u7s_node_subnet_pool %s lies inside %s %s, where no node subnet may lie. Fix: choose a "
+                         "u7s_node_subnet_pool outside it (an existing node keeps its subnet)."
                          % (pool, setting, network))
     if pod is None or service is None or pool is None or blocked or pod.overlaps(service):
         return None

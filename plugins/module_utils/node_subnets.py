@@ -3,8 +3,9 @@
 
 """Decide each host's node network.
 
-Pure logic on plain data, no I/O; the ``u7s.cluster.node_network_plan`` filter
-calls :func:`plan_node_networks` on the controller.
+Pure logic on plain data, no I/O; the cluster model
+(:mod:`cluster_model`, the ``u7s.cluster.cluster_plan`` action) calls
+:func:`plan_node_networks` on the controller.
 
 Every host runs its node container on a user-defined container network of its
 own. The node IPs must be distinct across the cluster, so every host needs a

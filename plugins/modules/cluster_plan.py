@@ -20,7 +20,7 @@ description:
     ports that collide on a host or an address; node subnets (planned without collisions, an existing node's kept)."
   - Returns the plan every role reads; the cost is linear in the number of hosts (n log n for the subnet plan).
   - An action that runs on the controller, once (C(run_once)), in a role that depends on u7s.cluster.settings;
-    a host's recorded node subnet is read from its C(settings_recorded_subnet) variable.
+    a host's recorded node subnet is read from its C(settings_node_state) variable (a C(slurp) of its node state file).
 options: {}
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes

@@ -103,7 +103,7 @@ def test_every_inventory_mistake_is_reported_at_once(testbed_host, refused):
     assert "(6 problems)" in output, output
     assert "u7s_pod_cidr 10.96.0.0/12 and u7s_service_cidr 10.96.0.0/16 overlap" in output
     assert "the u7s_port_kubelet and u7s_extra_ports[0] (tcp) ports are both 10250/tcp" in output
-    assert "u7s_node_subnet_pool 10.100.0.0/16 overlaps u7s_pod_cidr 10.96.0.0/12" in output
+    assert "u7s_node_subnet_pool 10.100.0.0/16 lies inside u7s_pod_cidr 10.96.0.0/12" in output
     assert f"Host {testbed_host.name}: u7s_extra_ports[1] has protocol 'sctp'" in output
     assert "u7s_dns_domain: 'Cluster_Local' is not a DNS domain" in output
     assert "u7s_control_plane_endpoint has port '70000'" in output

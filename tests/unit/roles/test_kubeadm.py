@@ -346,9 +346,9 @@ def test_preflight_accepts_lists_of_kubeadm_check_names(errors):
 
 @pytest.mark.parametrize(("errors", "condition"), [
     ("SystemVerification", "kubeadm_ignore_preflight_errors is not string"),
-    (["System Verification"], "kubeadm_ignore_preflight_errors | select('match', '^[A-Za-z0-9-]+$') | list | length"
+    (["System Verification"], "kubeadm_ignore_preflight_errors | select('match', '^[A-Za-z0-9._-]+$') | list | length"
                               " == kubeadm_ignore_preflight_errors | length"),
-    (["all;rm -rf /"], "kubeadm_ignore_preflight_errors | select('match', '^[A-Za-z0-9-]+$') | list | length"
+    (["all;rm -rf /"], "kubeadm_ignore_preflight_errors | select('match', '^[A-Za-z0-9._-]+$') | list | length"
                        " == kubeadm_ignore_preflight_errors | length"),
 ], ids=["a-string", "a-space", "shell"])
 def test_preflight_refuses_preflight_errors_that_are_no_list_of_check_names(errors, condition):
