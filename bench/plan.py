@@ -153,7 +153,7 @@ MEASURED: list[tuple[str, t.Callable[[Inventory], t.Callable[[], t.Any]]]] = [
 def best_of(call: t.Callable[[], t.Any], repeat: int = REPEAT) -> float:
     """The shortest of repeat runs, in seconds; the garbage collector pauses while one runs, as in timeit."""
     best = float("inf")
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         gc.collect()
         gc.disable()
         try:

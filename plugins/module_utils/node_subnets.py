@@ -93,6 +93,7 @@ class Blocker(t.NamedTuple):
     network: ipaddress.IPv4Network
     label: str
 
+
 def _parse_prefix(value: t.Any, what: str) -> int:
     """A prefix length given as 24, "24" or "/24"."""
     if isinstance(value, bool):

@@ -294,7 +294,7 @@ def test_commands_run_in_the_node_as_the_cluster_user_through_the_session(engine
     assert template(task["become_user"], variables) == "u7s"
     assert template(task["environment"], variables) == engine_session({"u7s_engine": engine})["environment"]
     module = task["community.docker.docker_container_exec" if engine == "docker"
-                 else "containers.podman.podman_container_exec"]
+                  else "containers.podman.podman_container_exec"]
     assert template(module["container" if engine == "docker" else "name"], variables) == "u7s-node"
 
 

@@ -26,7 +26,6 @@ from cluster_inventory import (
     address_of,
     cluster_groups,
     plan,
-    plan_of,
     records_of,
     settings_defaults,
 )

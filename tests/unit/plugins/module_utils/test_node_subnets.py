@@ -467,7 +467,7 @@ def random_inventory(rng: random.Random) -> tuple[t.Any, ...]:
     pool = rng.choice(["10.100.0.0/20", "10.100.0.0/21", "10.100.4.0/22", "10.96.0.0/12"])
     prefix = rng.choice([22, 24, 24, 25, 27])
     reserved = rng.sample(["10.96.0.0/16", "10.100.4.0/23", "10.100.9.0/24", "10.100.12.0/22"], rng.randint(0, 2))
-    addresses = ["10.100.%d.%d" % (rng.randrange(16), rng.randrange(256)) for _ in range(rng.randint(0, 5))]
+    addresses = ["10.100.%d.%d" % (rng.randrange(16), rng.randrange(256)) for _draw in range(rng.randint(0, 5))]
     if addresses and rng.random() < 0.3:
         addresses.append(addresses[0])  # two hosts behind one address
     if rng.random() < 0.2:
@@ -497,8 +497,8 @@ class TestAgainstReference:
             elif index % 13 == 0:
                 record["recorded"] = "10.100.%d.0/24" % rng.randrange(64)  # some clones among them
             records.append(record)
-        addresses = ["10.100.%d.%d" % (rng.randrange(64, 72), rng.randrange(256)) for _ in range(count // 10)]
-        addresses += ["10.100.%d.%d" % (rng.randrange(64, 72), rng.randrange(256)) for _ in range(3)] * 2
+        addresses = ["10.100.%d.%d" % (rng.randrange(64, 72), rng.randrange(256)) for _draw in range(count // 10)]
+        addresses += ["10.100.%d.%d" % (rng.randrange(64, 72), rng.randrange(256)) for _draw in range(3)] * 2
         inventory = (records, "10.96.0.0/12", 24, [SERVICE_CIDR, "10.100.80.0/21"], addresses)
         expected = outcome(reference_plan, *inventory)
         assert expected[0] == "plan"
@@ -510,7 +510,7 @@ class TestAgainstReference:
         pool = ipaddress.IPv4Network("10.0.%d.0/24" % rng.randrange(256))
         prefix = rng.randint(24, 30)
         taken = [ipaddress.IPv4Network((int(pool.network_address) + rng.randrange(-64, 320), rng.randint(22, 32)),
-                                       strict=False) for _ in range(rng.randint(0, 10))]
+                                       strict=False) for _draw in range(rng.randint(0, 10))]
         expected = next((candidate for candidate in pool.subnets(new_prefix=prefix)
                          if not any(candidate.overlaps(network) for network in taken)), None)
         assert lowest_free_subnet(pool, prefix, taken) == expected
@@ -519,9 +519,9 @@ class TestAgainstReference:
     def test_overlap_index_finds_every_overlapping_network(self, seed: int) -> None:
         rng = random.Random(seed)
         networks = [ipaddress.IPv4Network((0x0A000000 + rng.randrange(1 << 12), rng.randint(18, 32)), strict=False)
-                    for _ in range(rng.randint(0, 30))]
+                    for _draw in range(rng.randint(0, 30))]
         queries = [ipaddress.IPv4Network((0x0A000000 + rng.randrange(1 << 12), rng.randint(18, 32)), strict=False)
-                   for _ in range(20)]
+                   for _draw in range(20)]
         index = node_subnets._index(networks, [query.prefixlen for query in queries])
         for query in queries:
             assert index.overlapping(query) == [
