@@ -34,8 +34,6 @@ from collections.abc import Mapping, Sequence, Set as AbstractSet
 
 from ansible_collections.u7s.cluster.plugins.module_utils.values import is_empty
 
-DEFAULT_POOL = "10.100.0.0/16"
-DEFAULT_PREFIX = 24
 MIN_PREFIX = 16
 MAX_PREFIX = 29
 # Per-host inventory variable that sets a node subnet by hand.
@@ -427,8 +425,8 @@ def _blocked_problem(host: HostRecord, labels: t.Sequence[str]) -> str:
 
 def plan_node_networks(
     records: t.Any,
-    pool: t.Any = DEFAULT_POOL,
-    prefix: t.Any = DEFAULT_PREFIX,
+    pool: t.Any,
+    prefix: t.Any,
     reserved: t.Any = None,
     host_addresses: t.Any = None,
 ) -> dict[str, NodeNetwork]:

@@ -18,11 +18,19 @@ from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
     NodeNetworkError,
     lowest_free_subnet,
     parse_subnet,
-    plan_node_networks,
 )
 
 POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
+# The pool and prefix these tests plan in unless they say otherwise (the collection's
+# defaults live in the settings role; the planner takes them as arguments).
+POOL = "10.100.0.0/16"
+PREFIX = 24
+
+
+def plan_node_networks(records: t.Any, pool: t.Any = POOL, prefix: t.Any = PREFIX, reserved: t.Any = None,
+                       host_addresses: t.Any = None) -> dict[str, NodeNetwork]:
+    return node_subnets.plan_node_networks(records, pool, prefix, reserved, host_addresses)
 
 
 def host(name: str, override: str | None = None, recorded: str | None = None) -> dict[str, t.Any]:
