@@ -74,14 +74,13 @@ class ActionModule(ActionBase):
         members = list(groups.get(group, [])) if group in groups else []
 
         play_hosts = set(task_vars.get("ansible_play_hosts_all") or ())
+        # The defaults are the same for every host (the one templated default is the controller's kubeconfig).
+        checked = {setting: templar.template(defaults[setting]) for setting in spec if setting not in CONTROLLER_SETTINGS}
         hosts = []
         for name in members:
             host_vars = hostvars[name]
-            settings = {}
-            for setting in spec:
-                if setting in CONTROLLER_SETTINGS:
-                    continue
-                settings[setting] = host_vars[setting] if setting in host_vars else templar.template(defaults[setting])
+            settings = {setting: host_vars[setting] if setting in host_vars else default
+                        for setting, default in checked.items()}
             facts = _facts_of(host_vars)
             default_ipv4 = facts.get("default_ipv4") or {}
             hosts.append({
