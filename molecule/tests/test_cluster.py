@@ -7,6 +7,8 @@ crosses hosts over VXLAN), and a NodePort Service fetched from the other host.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 
 import pytest
@@ -153,3 +155,17 @@ def test_kubectl_for_the_user_only_on_the_control_plane(host, hostvars, as_user,
         assert len(result.stdout.split()) == 2, result.stdout
     else:
         assert not host.file(wrapper).exists
+
+
+def test_no_bootstrap_token_outlives_the_configured_lifetime(core, hostvars):
+    """kubeadm init's own token included (kubeadm's default is 24 h); the test bed keeps the 1 h default."""
+    lifetime = datetime.timedelta(seconds=3600)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    secrets = core.list_namespaced_secret("kube-system", field_selector="type=bootstrap.kubernetes.io/token").items
+    assert secrets, "the joins left no token to check (kubeadm init creates one)"
+    for secret in secrets:
+        expiration = base64.b64decode((secret.data or {}).get("expiration", "")).decode()
+        assert expiration, f"{secret.metadata.name} never expires"
+        expires = datetime.datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+        # Created during this scenario's converge, at most a lifetime ago.
+        assert expires <= now + lifetime, (secret.metadata.name, expiration)

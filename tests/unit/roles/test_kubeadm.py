@@ -97,6 +97,15 @@ def test_init_registration_defaults():
     assert "ignorePreflightErrors" not in registration
 
 
+@pytest.mark.parametrize(("ttl", "rendered"), [({}, "3600s"), ({"kubeadm_join_token_ttl": "30m"}, "1800s"),
+                                               ({"kubeadm_join_token_ttl": 7200}, "7200s")])
+def test_init_creates_its_one_token_with_the_configured_lifetime(ttl, rendered):
+    """kubeadm's default token lives 24 h; the collection's lives kubeadm_join_token_ttl."""
+    tokens = init_config(ttl)["InitConfiguration"]["bootstrapTokens"]
+    assert tokens == [{"ttl": rendered, "groups": ["system:bootstrappers:kubeadm:default-node-token"],
+                       "usages": ["signing", "authentication"]}]
+
+
 def test_local_api_endpoint_is_the_node_containers_own_address():
     """etcd binds localAPIEndpoint.advertiseAddress inside the node, where the host address does not exist."""
     endpoint = init_config()["InitConfiguration"]["localAPIEndpoint"]
