@@ -41,16 +41,21 @@ def _facts_of(host_vars: t.Any) -> t.Mapping[str, t.Any]:
 
 
 def _recorded_subnet(host_vars: t.Any) -> str | None:
-    """The subnet the host's node network uses, from its node state file (slurped by the check), or None."""
+    """The subnet the host's node network uses, from its node state file (slurped by the check).
+
+    "" when the host has none, None when it is unknown (the check did not run there: --limit).
+    """
     state = host_vars.get("settings_node_state") if "settings_node_state" in host_vars else None
-    if not isinstance(state, t.Mapping) or "content" not in state:
+    if not isinstance(state, t.Mapping):
         return None
+    if "content" not in state:
+        return ""
     try:
         subnet = json.loads(base64.b64decode(state["content"])).get("subnet")
     except (ValueError, TypeError, AttributeError):
         # An unreadable state file: planned as a new node, and the node role rewrites the file.
-        return None
-    return subnet if isinstance(subnet, str) else None
+        return ""
+    return subnet if isinstance(subnet, str) else ""
 
 
 class ActionModule(ActionBase):
@@ -69,6 +74,9 @@ class ActionModule(ActionBase):
         templar = self._templar
 
         group = templar.template(task_vars.get("u7s_cluster_group", defaults.get("u7s_cluster_group")))
+        if not isinstance(group, str):
+            raise AnsibleActionFail("u7s_cluster_group must be the name of an inventory group, got %r. Fix: set it to "
+                                    "the group that holds every cluster host (u7s_cluster)." % (group,))
         groups = task_vars["groups"]
         hostvars = task_vars["hostvars"]
         members = list(groups.get(group, [])) if group in groups else []

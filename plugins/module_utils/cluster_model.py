@@ -23,7 +23,9 @@ Input, one record per host of the cluster group, in inventory order::
         "ansible_host": "192.0.2.10",         # or None
         "default_ipv4": "192.0.2.10",         # from gathered facts; None without facts
         "all_ipv4": ["192.0.2.10"],           # from gathered facts; None without facts
-        "recorded_subnet": "10.100.0.0/24",   # the host's existing node network; None or ""
+        "recorded_subnet": "10.100.0.0/24",   # the host's existing node network; "" for none
+                                              # known; None when unknown (a host outside the play)
+        "in_play": True,                      # the host is in this run (not left out by --limit)
     }
 
 The cost is linear in the number of hosts (plus the subnet plan's n log n):
@@ -112,20 +114,29 @@ RENAMED = {
     "node_name": "u7s_node_name",
     "node_extra_ports": "u7s_extra_ports",
     "node_image": "u7s_kubernetes_version",
+    "node_image_name": "u7s_kubernetes_version",
+    "node_reserved_cidrs": "u7s_pod_cidr",
 }
 
 ENGINES_NOT_YET = {"nerdctl": "it arrives with the bypass4netns role"}
 # useradd's rule (shadow-utils), and what the collection's roles can quote safely.
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-KUBERNETES_VERSION = re.compile(r"^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-HOST_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+# All used with fullmatch (a trailing newline from a YAML block is no match).
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+KUBERNETES_VERSION = re.compile(r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+HOST_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*")
 # The kubelet's default node CIDR mask (kube-controller-manager --node-cidr-mask-size).
 NODE_POD_PREFIX = 24
 # kube-apiserver refuses a larger IPv4 service range.
 MAX_SERVICE_PREFIX = 12
 # The service range must hold the API service (.1) and cluster DNS (.10).
 MIN_SERVICE_SIZE_PREFIX = 28
+# KubeletConfiguration fields the settings set; u7s_kubelet_config may not set them too.
+KUBELET_FIELDS_OF_SETTINGS = {
+    "port": "u7s_port_kubelet",
+    "cgroupDriver": "u7s_cgroup_driver",
+    "clusterDomain": "u7s_dns_domain",
+}
 # How many host names a message lists before it counts the rest.
 NAMES_SHOWN = 5
 
@@ -174,6 +185,14 @@ def _key(value: t.Any) -> t.Hashable:
     return json.dumps(value, sort_keys=True, default=str)
 
 
+# Types the roles use as they come: a value of another type is refused, not converted.
+_STRICT_TYPES = {
+    "bool": (bool, "true or false (a YAML boolean; on the command line -e '{\"name\": false}')"),
+    "dict": (dict, "a mapping"),
+    "list": (list, "a list"),
+}
+
+
 def _has_declared_type(option: Mapping[str, t.Any], value: t.Any) -> bool:
     """Whether value needs no conversion or check beyond its declared type and choices."""
     types = _PYTHON_TYPES.get(option.get("type", "str"))
@@ -195,6 +214,10 @@ class _Coercer:
         option = self._spec.get(name)
         if option is not None and _has_declared_type(option, value):
             return value, None
+        strict = _STRICT_TYPES.get(option.get("type")) if option is not None else None
+        if strict is not None and not isinstance(value, strict[0]):
+            # The roles read the inventory's value itself: "false" would be true to them.
+            return None, "must be %s, got %r (a %s)" % (strict[1], value, type(value).__name__)
         key = (name, _key(value))
         found = self._cache.get(key)
         if found is None:
@@ -238,18 +261,18 @@ def _endpoint_problem(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
     if not sep or not host:
         return "must be host:port (for example api.example.org:6443), got %r" % value
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdecimal()) or not 1 <= int(port) <= 65535:
         return "has port %r; a port is an integer from 1 to 65535" % port
     if host.startswith("[") and host.endswith("]"):
         return "names an IPv6 address; the cluster is IPv4 only"
-    if not HOST_NAME.match(host):
+    if not HOST_NAME.fullmatch(host):
         return "has host %r, which is neither an IPv4 address nor a DNS name" % host
     return None
 
 
 def _dns_domain_problem(value: str) -> str | None:
     labels = value.split(".")
-    if not value or len(value) > 253 or not all(DNS_LABEL.match(label) for label in labels):
+    if not value or len(value) > 253 or not all(DNS_LABEL.fullmatch(label) for label in labels):
         return ("%r is not a DNS domain (lower case labels of letters, digits and '-', separated by dots)"
                 % value)
     return None
@@ -258,7 +281,7 @@ def _dns_domain_problem(value: str) -> str | None:
 def _user_problem(value: str) -> str | None:
     if value == "root":
         return "is root; Usernetes runs as an unprivileged user"
-    if not USER_NAME.match(value):
+    if not USER_NAME.fullmatch(value):
         return ("%r is not a valid user name (a lower case letter or '_', then up to 31 lower case letters, "
                 "digits, '_' or '-')" % value)
     return None
@@ -282,7 +305,7 @@ def _extra_ports(value: t.Any, host: str) -> tuple[list[tuple[str, int, str]], l
         port = entry["port"]
         protocol = str(entry.get("protocol", "tcp")).lower()
         number = int(port) if isinstance(port, int) and not isinstance(port, bool) else (
-            int(port) if isinstance(port, str) and port.strip().isdigit() else None)
+            int(port) if isinstance(port, str) and port.strip().isascii() and port.strip().isdecimal() else None)
         if number is None or not 1 <= number <= 65535:
             problems.append("Host %s: %s has port %r; a port is an integer from 1 to 65535.%s"
                             % (host, label, port, fix))
@@ -384,7 +407,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
             problems.add("Host %s: u7s_engine=%s is not supported yet (%s). Fix: set u7s_engine to docker or podman."
                          % (name, values["u7s_engine"], ENGINES_NOT_YET[values["u7s_engine"]]))
         node_name = values["u7s_node_name"] or default_node_name(name)
-        if not DNS_LABEL.match(node_name):
+        if not DNS_LABEL.fullmatch(node_name):
             source = "u7s_node_name %s" % node_name if values["u7s_node_name"] else (
                 "the node name %s derived from its inventory hostname" % node_name)
             problems.add("Host %s: %s is not a DNS label (lower case letters, digits and '-', at most 63 characters)."
@@ -416,10 +439,20 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
                   "recorded": host.get("recorded_subnet") or ""} for host in hosts],
                 pool=cluster["u7s_node_subnet_pool"], prefix=cluster["u7s_node_subnet_prefix"],
                 reserved=[str(network) for network in networks],
-                host_addresses=[addresses.get(host["name"]) or host.get("ansible_host") or "" for host in hosts],
+                host_addresses=[addresses.get(host["name"]) or "" for host in hosts],
             )
         except NodeNetworkError as exc:
             problems.add(str(exc))
+    unseen = [host["name"] for host in hosts if host.get("recorded_subnet") is None and not host.get("in_play", True)]
+    if unseen:
+        for host in hosts:
+            network = plan.get(host["name"])
+            if host.get("in_play", True) and network is not None and network.source == "allocated":
+                problems.add(
+                    "Host %s needs a node subnet, but the node subnets of %s, outside this run (--limit), are not "
+                    "known, so one of them might get the same. Fix: run without --limit (hosts that run a node keep "
+                    "their subnet), or set u7s_node_subnet on host %s to a subnet no node uses."
+                    % (host["name"], describe_hosts(unseen), host["name"]))
     kept_by = {str(network.subnet): name for name, network in plan.items()}
     for host in hosts:
         recorded = host.get("recorded_subnet") or ""
@@ -462,7 +495,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
 
 def _check_cluster_values(cluster: Mapping[str, t.Any], problems: _Problems) -> None:
     version = cluster["u7s_kubernetes_version"]
-    if not KUBERNETES_VERSION.match(version):
+    if not KUBERNETES_VERSION.fullmatch(version):
         problems.add("u7s_kubernetes_version %r is not a Kubernetes release such as v1.36.4. "
                      "Fix: set u7s_kubernetes_version to the version the node image carries." % version)
     found = _dns_domain_problem(cluster["u7s_dns_domain"])
@@ -472,6 +505,12 @@ def _check_cluster_values(cluster: Mapping[str, t.Any], problems: _Problems) -> 
     if found:
         problems.add("u7s_control_plane_endpoint %s. Fix: set it to host:port of the API server (or a load balancer "
                      "in front of it), or leave it empty for the control-plane host's address." % found)
+    taken = sorted(set(cluster["u7s_kubelet_config"]) & set(KUBELET_FIELDS_OF_SETTINGS))
+    if taken:
+        problems.add("u7s_kubelet_config sets %s, which the settings %s own (the node publishes one port, containerd "
+                     "drives cgroups one way). Fix: remove %s from u7s_kubelet_config and set %s instead."
+                     % (", ".join(taken), ", ".join(KUBELET_FIELDS_OF_SETTINGS[key] for key in taken),
+                        ", ".join(taken), ", ".join(KUBELET_FIELDS_OF_SETTINGS[key] for key in taken)))
     for setting, _protocol in NODE_PORTS:
         if not 1 <= cluster[setting] <= 65535:
             problems.add("%s is %d; a port is an integer from 1 to 65535. Fix: set %s to a free port."
@@ -503,9 +542,6 @@ def _host_address(host: Mapping[str, t.Any], values: Mapping[str, t.Any], proble
     name = host["name"]
     given = str(values["u7s_host_ip"] or "").strip()
     address = given or host.get("default_ipv4") or ""
-    if not address and host.get("all_ipv4") is None and _is_ipv4(host.get("ansible_host")):
-        # No facts (a host outside a --limit run): the address it is reached by.
-        address = str(host["ansible_host"]).strip()
     if not address:
         if host.get("all_ipv4") is not None:
             problems.add("Host %s has no default route, so its address is unknown. Fix: set u7s_host_ip on host %s "
@@ -628,7 +664,8 @@ def _port_problems(
             protocols[key] = protocol
         records.append({
             "name": name,
-            "address": addresses.get(name) or host.get("ansible_host") or name,
+            # A host outside a --limit run has no known address: only its own ports are checked.
+            "address": addresses.get(name),
             "user": resolved[name]["u7s_user"],
             "ports": ports,
         })

@@ -20,7 +20,7 @@ Host records (one per host, in inventory order)::
 
     {
         "name": "node1",              # inventory hostname
-        "override": "10.100.7.0/24",  # the host's node_subnet variable; None or "" for none
+        "override": "10.100.7.0/24",  # the host's u7s_node_subnet; None or "" for none
         "recorded": "10.100.0.0/24",  # subnet of the existing node network; None without one
     }
 """
@@ -99,7 +99,7 @@ def _parse_prefix(value: t.Any, what: str) -> int:
     if isinstance(value, int):
         return value
     text = str(value).strip().lstrip("/")
-    if not text.isdigit():
+    if not (text.isascii() and text.isdecimal()):
         raise NodeNetworkError("%s must be a prefix length such as 24, got %r." % (what, value))
     return int(text)
 

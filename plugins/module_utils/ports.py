@@ -3,8 +3,8 @@
 
 """Check the ports each host's cluster publishes.
 
-Pure logic on plain data, no I/O; the ``u7s.cluster.port_conflicts`` filter
-calls :func:`port_conflicts` on the controller.
+Pure logic on plain data, no I/O; the cluster model (:mod:`cluster_model`, the
+``u7s.cluster.cluster_plan`` action) calls :func:`port_conflicts` on the controller.
 
 Published ports (one record per host)::
 
@@ -35,7 +35,7 @@ def _port_number(value: t.Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
         return int(value.strip())
     return None
 
@@ -90,9 +90,8 @@ def port_conflicts(records: t.Any, protocols: t.Any = None) -> list[str]:
             if number < start_number:
                 problems.append(
                     "%s: the %s port %d/%s is below %s (%d), so the rootless engine cannot bind it. "
-                    "Fix: choose a port from %d on, or lower %s on the host."
-                    % (who, key, number, protocol, SYSCTL_UNPRIVILEGED_PORT_START, start_number,
-                       start_number, SYSCTL_UNPRIVILEGED_PORT_START)
+                    "Fix: choose a port from %d on."
+                    % (who, key, number, protocol, SYSCTL_UNPRIVILEGED_PORT_START, start_number, start_number)
                 )
             if (number, protocol) in own:
                 problems.append(

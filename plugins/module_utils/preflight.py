@@ -171,8 +171,8 @@ def _cgroup_problems(facts: t.Mapping[str, t.Any], options: t.Mapping[str, t.Any
         return [
             "The host uses %s; rootless Kubernetes needs the unified cgroup v2 hierarchy "
             "for resource limits. Fix: boot with systemd.unified_cgroup_hierarchy=1 on the "
-            "kernel command line (and no cgroup_no_v1 exceptions), or set allow_cgroup_v1 "
-            "to accept a cluster without limits." % layout
+            "kernel command line (and no cgroup_no_v1 exceptions), or set u7s_allow_cgroup_v1 "
+            "to accept a cluster without limits (test beds only)." % layout
         ]
     if version != "v2" or cgroup.get("controllers") is None:
         return []

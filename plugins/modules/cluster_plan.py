@@ -51,7 +51,7 @@ problems:
   elements: str
   sample: ["Hosts node3, node4 would all be the Kubernetes node u7s-node3, but node names must be unique. Fix: ..."]
 settings:
-  description: The cluster-wide settings, as every host has them (types applied).
+  description: The cluster-wide settings, as every host has them (types applied); empty when a setting has the wrong type.
   returned: always
   type: dict
   sample: {"u7s_port_apiserver": 6443, "u7s_pod_cidr": "10.244.0.0/16"}
@@ -61,7 +61,9 @@ control_plane:
   type: str
   sample: node1
 api_endpoint:
-  description: C(host:port) nodes and the controller reach the API server by.
+  description:
+    - C(host:port) nodes and the controller reach the API server by.
+    - V(null) when the control-plane host is outside the run (C(--limit)) without C(u7s_host_ip) and no endpoint is set.
   returned: success
   type: str
   sample: 192.0.2.10:6443

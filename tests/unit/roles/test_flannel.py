@@ -143,7 +143,7 @@ def test_daemon_set_tolerates_no_schedule_but_not_no_execute():
 
 def test_flannel_waits_for_the_nodes_external_ip():
     """The kubeadm role's NoExecute pending taint keeps flannel away until the public IP is set."""
-    pending = load_vars(ROLES / "kubeadm/vars/main.yml")["kubeadm_addresses_pending_taint"]
+    pending = load_vars(ROLES / "settings/vars/main.yml")["u7s_registration_taint"]
     assert pending["effect"] == "NoExecute"
     tolerations = pod_spec()["tolerations"]
     assert not any(tolerates(toleration, dict(pending)) for toleration in tolerations)

@@ -9,6 +9,7 @@ import pytest
 
 from cluster_inventory import plan_of
 from rendering import (
+    role_variables,
     ROLES,
     conditions_failed,
     engine_session,
@@ -56,7 +57,7 @@ def join_config(inventory: dict | None = None, join: dict | None = None) -> dict
 
 def test_the_two_host_inventory_is_planned_as_these_tests_expect():
     assert kubeadm_variables()["node_facts"] == {
-        **HOST1, "container": "u7s-node", "config_dir": "/home/u7s/.config/u7s/node"}
+        **HOST1, "container": "u7s-node", "config_dir": "/home/u7s/.config/u7s/node", "config_mount": "/u7s"}
     assert kubeadm_variables(host="host2")["node_facts"]["internal_ip"] == "10.100.1.2"
 
 
@@ -260,8 +261,8 @@ def test_test_bed_join_skips_system_verification():
 
 def test_pending_taint_is_cleared_by_the_external_ip_role():
     """New nodes wait under the kubeadm role's taint until external_ip has set their addresses and lifts it."""
-    assert evaluate("kubeadm_addresses_pending_taint", kubeadm_variables()) == PENDING_TAINT
-    cleared = load_vars(ROLES / "external_ip/vars/main.yml")["external_ip_taints_cleared"]
+    assert evaluate("u7s_registration_taint", kubeadm_variables()) == PENDING_TAINT
+    cleared = evaluate("external_ip_taints_cleared", role_variables("external_ip"))
     assert PENDING_TAINT["key"] in cleared
     task = task_named("external_ip", "main.yml", "Set the nodes' addresses from their hosts")
     assert task["u7s.cluster.node_addresses"]["taints_to_remove"] == "{{ external_ip_taints_cleared }}"

@@ -78,8 +78,7 @@ class TestPortConflicts:
         record = ports_record("n1", "alice", apiserver=443)
         assert port_conflicts([record], UDP) == [
             "host n1 (user alice): the apiserver port 443/tcp is below net.ipv4.ip_unprivileged_port_start (1024), "
-            "so the rootless engine cannot bind it. Fix: choose a port from 1024 on, or lower "
-            "net.ipv4.ip_unprivileged_port_start on the host."
+            "so the rootless engine cannot bind it. Fix: choose a port from 1024 on."
         ]
         assert port_conflicts([dict(record, unprivileged_port_start=443)], UDP) == []
         assert port_conflicts([dict(record, unprivileged_port_start="0")], UDP) == []
