@@ -10,7 +10,6 @@ import pytest
 from cluster_inventory import plan_of
 from rendering import (
     role_variables,
-    ROLES,
     conditions_failed,
     engine_session,
     evaluate,
@@ -18,7 +17,6 @@ from rendering import (
     inventory_vars_of_test_bed,
     kubeadm_init_config as init_config,
     load_tasks,
-    load_vars,
     render_documents,
     render_role_template,
     role_on_host,
