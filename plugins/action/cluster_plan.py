@@ -40,22 +40,25 @@ def _facts_of(host_vars: t.Any) -> t.Mapping[str, t.Any]:
     return facts if isinstance(facts, t.Mapping) else {}
 
 
-def _recorded_subnet(host_vars: t.Any) -> str | None:
-    """The subnet the host's node network uses, from its node state file (slurped by the check).
+def _recorded_node(host_vars: t.Any) -> tuple[str | None, dict[str, t.Any] | None]:
+    """The subnet the host's node network uses and the settings its node runs with, from its node
+    state file (slurped by the check).
 
-    "" when the host has none, None when it is unknown (the check did not run there: --limit).
+    The subnet is "" when the host has none, None when it is unknown (the check did not run there:
+    --limit); the settings are None when unknown (or recorded by an earlier release).
     """
     state = host_vars.get("settings_node_state") if "settings_node_state" in host_vars else None
     if not isinstance(state, t.Mapping):
-        return None
+        return None, None
     if "content" not in state:
-        return ""
+        return "", None
     try:
-        subnet = json.loads(base64.b64decode(state["content"])).get("subnet")
+        recorded = json.loads(base64.b64decode(state["content"]))
+        subnet, settings = recorded.get("subnet"), recorded.get("settings")
     except (ValueError, TypeError, AttributeError):
         # An unreadable state file: planned as a new node, and the node role rewrites the file.
-        return ""
-    return subnet if isinstance(subnet, str) else ""
+        return "", None
+    return (subnet if isinstance(subnet, str) else ""), (settings if isinstance(settings, dict) else None)
 
 
 class ActionModule(ActionBase):
@@ -90,6 +93,7 @@ class ActionModule(ActionBase):
             settings = {setting: host_vars[setting] if setting in host_vars else default
                         for setting, default in checked.items()}
             facts = _facts_of(host_vars)
+            recorded_subnet, recorded_settings = _recorded_node(host_vars)
             default_ipv4 = facts.get("default_ipv4") or {}
             hosts.append({
                 "name": name,
@@ -98,7 +102,8 @@ class ActionModule(ActionBase):
                 "ansible_host": host_vars.get("ansible_host") if "ansible_host" in host_vars else None,
                 "default_ipv4": default_ipv4.get("address"),
                 "all_ipv4": facts.get("all_ipv4_addresses"),
-                "recorded_subnet": _recorded_subnet(host_vars),
+                "recorded_subnet": recorded_subnet,
+                "recorded_settings": recorded_settings,
                 "in_play": name in play_hosts,
             })
 

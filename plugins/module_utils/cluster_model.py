@@ -23,6 +23,7 @@ Input, one record per host of the cluster group, in inventory order::
         "ansible_host": "192.0.2.10",         # or None
         "default_ipv4": "192.0.2.10",         # from gathered facts; None without facts
         "all_ipv4": ["192.0.2.10"],           # from gathered facts; None without facts
+        "recorded_settings": {...},           # the settings its node runs with (RECORDED_SETTINGS); None unknown
         "recorded_subnet": "10.100.0.0/24",   # the host's existing node network; "" for none
                                               # known; None when unknown (a host outside the play)
         "in_play": True,                      # the host is in this run (not left out by --limit)
@@ -64,6 +65,22 @@ HOST_SETTINGS = frozenset({
 })
 # Read on the controller only (templated per host by Ansible); never compared.
 CONTROLLER_SETTINGS = frozenset({"u7s_kubeconfig"})
+
+# Settings a running node keeps (they are in its published ports, its environment or the
+# kubeadm state in its volumes): the node role records them, and changing one on a running
+# cluster is refused until the upgrade playbook can carry the change.
+RECORDED_SETTINGS = (
+    "u7s_kubernetes_version",
+    "u7s_pod_cidr",
+    "u7s_service_cidr",
+    "u7s_dns_domain",
+    "u7s_port_etcd",
+    "u7s_port_apiserver",
+    "u7s_port_kubelet",
+    "u7s_port_vxlan",
+    "u7s_cgroup_driver",
+    "u7s_kubelet_config",
+)
 
 # The ports every node publishes, by setting, with their protocol.
 NODE_PORTS = (
@@ -387,6 +404,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
                 "not per host." % (name, group, variants, group))
 
     _check_cluster_values(cluster, problems)
+    _check_running_nodes(cluster, hosts, problems)
     control_plane = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
 
     # Per host: user, engine, node name, address, extra ports.
@@ -490,7 +508,27 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
     endpoint = cluster["u7s_control_plane_endpoint"] or (
         "%s:%d" % (control_plane_address, cluster["u7s_port_apiserver"]) if control_plane_address else None)
     return {"problems": [], "settings": cluster, "control_plane": control_plane, "api_endpoint": endpoint,
-            "hosts": planned}
+            "hosts": planned, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS}}
+
+
+def _check_running_nodes(cluster: Mapping[str, t.Any], hosts: Sequence[Mapping[str, t.Any]],
+                         problems: _Problems) -> None:
+    """Settings changed since the hosts' nodes were created with them."""
+    changed: dict[tuple[str, t.Hashable], tuple[t.Any, list[str]]] = {}
+    for host in hosts:
+        recorded = host.get("recorded_settings")
+        if not isinstance(recorded, Mapping):
+            continue
+        for setting in RECORDED_SETTINGS:
+            if setting in recorded and _key(recorded[setting]) != _key(cluster[setting]):
+                changed.setdefault((setting, _key(recorded[setting])), (recorded[setting], []))[1].append(host["name"])
+    for (setting, _value_key), (value, where) in changed.items():
+        was = json.dumps(value, sort_keys=True)
+        problems.add(
+            "%s is %s, but the node%s on %s run%s with %s; changing it on a running cluster is not supported yet "
+            "(the nodes' Kubernetes keeps the old value). Fix: set %s back to %s."
+            % (setting, json.dumps(cluster[setting], sort_keys=True), "s" if len(where) > 1 else "",
+               describe_hosts(where), "" if len(where) > 1 else "s", was, setting, was))
 
 
 def _check_cluster_values(cluster: Mapping[str, t.Any], problems: _Problems) -> None:

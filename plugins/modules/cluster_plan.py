@@ -67,6 +67,11 @@ api_endpoint:
   returned: success
   type: str
   sample: 192.0.2.10:6443
+recorded_settings:
+  description: The settings a running node keeps, which the node role records with it; a later change is refused.
+  returned: success
+  type: dict
+  sample: {"u7s_port_apiserver": 6443, "u7s_cgroup_driver": "systemd"}
 hosts:
   description: Every host's node, by inventory hostname.
   returned: success

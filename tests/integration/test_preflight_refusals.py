@@ -141,3 +141,22 @@ def test_port_held_by_another_account_is_refused_before_any_change(refused, apis
     output = refused({})
     assert "port 6443/tcp (u7s_port_apiserver) is held by root" in " ".join(output.split())
     assert "u7s_port_apiserver" in output  # the fix is named
+
+
+@pytest.fixture
+def running_node_state(testbed_host):
+    """The cluster user's node state as the node role records it for a node created with port 6443."""
+    state = ('{"subnet": "10.100.0.0/24", "node_ip": "10.100.0.2", "container": "u7s-node",'
+             ' "settings": {"u7s_port_apiserver": 6443}}')
+    testbed_host.root(
+        "useradd -m u7s && mkdir -p /home/u7s/.local/state/u7s"
+        f" && printf '%s\\n' '{state}' > /home/u7s/.local/state/u7s/node.json && chown -R u7s: /home/u7s/.local"
+    )
+    yield
+    testbed_host.root("userdel -r u7s; : > /etc/subuid; : > /etc/subgid")
+
+
+def test_a_setting_changed_under_a_running_node_is_refused(testbed_host, refused, running_node_state):
+    output = " ".join(refused({"u7s_port_apiserver": 7443}).split())
+    assert f"u7s_port_apiserver is 7443, but the node on host {testbed_host.name} runs with 6443" in output
+    assert "Fix: set u7s_port_apiserver back to 6443" in output

@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import RECORDED_SETTINGS
 from rendering import (
     CONTAINER_MODULES,
     evaluate,
@@ -85,14 +86,21 @@ def test_the_node_network_is_the_planned_subnet(engine):
     assert (network["subnet"], network["gateway"]) == ("10.100.1.0/24", "10.100.1.1")
 
 
-def test_the_node_state_records_the_planned_subnet():
-    """What the next run's settings check reads back to keep the subnet."""
-    variables = node_variables()
-    task = task_named("node", "main.yml", "Record the node subnet (kept on later runs)")
+@pytest.mark.parametrize("inventory", [{}, {"u7s_port_apiserver": 16443, "u7s_kubelet_config": {"maxPods": 50}}])
+def test_the_node_state_records_the_planned_subnet_and_the_settings_it_runs_with(inventory):
+    """What the next run's settings check reads back: the subnet to keep, the settings that may not change."""
+    variables = node_variables(inventory)
+    task = task_named("node", "main.yml", "Record the node's subnet and the settings it runs with")
     assert template(task["ansible.builtin.copy"]["dest"], variables) == "/home/u7s/.local/state/u7s/node.json"
     content = template(task["ansible.builtin.copy"]["content"], variables)
     assert content.endswith("\n")
-    assert json.loads(content) == {"subnet": "10.100.0.0/24", "node_ip": "10.100.0.2", "container": "u7s-node"}
+    state = json.loads(content)
+    assert {key: state[key] for key in ("subnet", "node_ip", "container")} == {
+        "subnet": "10.100.0.0/24", "node_ip": "10.100.0.2", "container": "u7s-node"}
+    assert state["settings"] == {setting: variables["settings_plan"]["settings"][setting]
+                                 for setting in RECORDED_SETTINGS}
+    assert state["settings"]["u7s_port_apiserver"] == inventory.get("u7s_port_apiserver", 6443)
+    assert state["settings"]["u7s_kubelet_config"] == inventory.get("u7s_kubelet_config", {})
 
 
 @pytest.mark.parametrize(("container_image", "recreate"), [("sha256:old", True), ("sha256:new", False)])

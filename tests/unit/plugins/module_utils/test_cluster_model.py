@@ -18,6 +18,7 @@ import pytest
 from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (
     CONTROLLER_SETTINGS,
     HOST_SETTINGS,
+    RECORDED_SETTINGS,
     default_node_name,
     describe_hosts,
 )
@@ -104,6 +105,11 @@ MISTAKES = {
                                         group_vars={"u7s_allow_cgroup_v1": "false"}),
     "version-with-a-trailing-newline": mistake("is not a Kubernetes release", (), "u7s_kubernetes_version",
                                                group_vars={"u7s_kubernetes_version": "v1.36.4\n"}),
+    "a-setting-changed-under-running-nodes": mistake(("u7s_port_apiserver is 7443, but the nodes on hosts host1, host2 run "
+                                                      "with 6443", "set u7s_port_apiserver back to 6443"), HOSTS,
+                                                     "u7s_port_apiserver", group_vars={"u7s_port_apiserver": 7443},
+                                                     edit=on_hosts("host1", "host2",
+                                                                   recorded_settings={"u7s_port_apiserver": 6443})),
     "new-host-while-others-are-unseen": mistake(("Host host2 needs a node subnet", "outside this run (--limit)"),
                                                 ("host2", "host1"), "u7s_node_subnet",
                                                 edit=on_hosts("host1", recorded_subnet=None, in_play=False)),
@@ -447,3 +453,13 @@ def test_ten_thousand_hosts_plan_in_well_under_seconds() -> None:
     assert best < 2
     assert result["problems"] == []
     assert len(result["hosts"]) == 10000
+
+
+def test_running_nodes_keep_their_settings_and_older_state_files_pass() -> None:
+    """The same values as recorded pass; a state file of an earlier release (no settings) is no change."""
+    recorded = planned()["recorded_settings"]
+    assert set(recorded) == set(RECORDED_SETTINGS)
+    same = planned(edit=on_hosts("host1", "host2", recorded_settings=dict(recorded)))
+    assert same["problems"] == []
+    older = planned(edit=on_hosts("host1", "host2", recorded_settings=None))
+    assert older["problems"] == []
