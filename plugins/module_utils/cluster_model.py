@@ -190,15 +190,21 @@ class _Problems:
             self.items.append(text)
 
 
-_SCALARS = (str, int, float, bool, type(None))
 # Declared types a value of these Python types already has (bool is no int here).
 _PYTHON_TYPES = {"str": (str,), "int": (int,), "bool": (bool,), "dict": (dict,), "path": (str,)}
 
 
 def _key(value: t.Any) -> t.Hashable:
-    """A hashable key equal for equal values (scalars directly: this runs for every host and setting)."""
-    if isinstance(value, _SCALARS):
-        return (type(value).__name__, value)
+    """A hashable key equal for equal values (scalars directly: this runs for every host and setting).
+
+    By kind, not by class: Ansible hands values over as subclasses of str, int... (data tags), and a
+    value read back from a file is the plain class.
+    """
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return (kind.__name__, kind(value))
+    if value is None:
+        return ("none", None)
     return json.dumps(value, sort_keys=True, default=str)
 
 

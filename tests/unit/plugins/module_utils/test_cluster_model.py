@@ -463,3 +463,16 @@ def test_running_nodes_keep_their_settings_and_older_state_files_pass() -> None:
     assert same["problems"] == []
     older = planned(edit=on_hosts("host1", "host2", recorded_settings=None))
     assert older["problems"] == []
+
+
+class TaggedStr(str):
+    """What Ansible's templating hands over: a subclass of str (a data tag)."""
+
+
+def test_recorded_settings_compare_by_value_whatever_the_class() -> None:
+    """The node's state file gives plain str; the inventory gives Ansible's tagged subclasses."""
+    recorded = planned()["recorded_settings"]
+    tagged = {"u7s_kubernetes_version": TaggedStr(recorded["u7s_kubernetes_version"]),
+              "u7s_dns_domain": TaggedStr(recorded["u7s_dns_domain"])}
+    result = planned(group_vars=tagged, edit=on_hosts("host1", "host2", recorded_settings=dict(recorded)))
+    assert result["problems"] == []
