@@ -62,6 +62,7 @@ HOST_SETTINGS = frozenset({
     "u7s_node_subnet",
     "u7s_node_name",
     "u7s_extra_ports",
+    "u7s_publish_address",
 })
 # Read on the controller only (templated per host by Ansible); never compared.
 CONTROLLER_SETTINGS = frozenset({"u7s_kubeconfig"})
@@ -82,13 +83,30 @@ RECORDED_SETTINGS = (
     "u7s_kubelet_config",
 )
 
-# The ports every node publishes, by setting, with their protocol.
+# The node's ports, by setting, with their protocol. Which hosts publish each: NODE_PORT_HOSTS.
 NODE_PORTS = (
     ("u7s_port_etcd", "tcp"),
     ("u7s_port_apiserver", "tcp"),
     ("u7s_port_kubelet", "tcp"),
     ("u7s_port_vxlan", "udp"),
 )
+# Which hosts publish each node port, and whom the firewall lets reach it. Nothing outside
+# the node needs etcd while there is one control plane (its API server is in the same node);
+# the API server is on the control plane only; every kubelet and VXLAN endpoint is reached
+# by the other hosts. "cluster": the inventory's host addresses; "apiserver": those, the
+# controller and u7s_firewall_apiserver_sources.
+NODE_PORT_HOSTS = {
+    "u7s_port_etcd": None,
+    "u7s_port_apiserver": "control_plane",
+    "u7s_port_kubelet": "all",
+    "u7s_port_vxlan": "all",
+}
+NODE_PORT_SOURCES = {
+    "u7s_port_apiserver": "apiserver",
+    "u7s_port_kubelet": "cluster",
+    "u7s_port_vxlan": "cluster",
+}
+ANY_IPV4 = "0.0.0.0"
 
 # Variables of earlier releases (role options), and the setting that replaced each.
 RENAMED = {
@@ -450,9 +468,12 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
                 "%s would all be the Kubernetes node %s, but node names must be unique. Fix: set u7s_node_name "
                 "on all but one of them (an existing node keeps its name)." % (_sentence(describe_hosts(where)), node_name))
 
+    publish_addresses = {host["name"]: _publish_address(host, resolved[host["name"]], addresses, problems)
+                         for host in hosts}
+    sources = _apiserver_sources(cluster["u7s_firewall_apiserver_sources"], problems)
     networks = _check_networks(cluster, hosts, addresses, problems)
     if all(1 <= cluster[setting] <= 65535 for setting, _protocol in NODE_PORTS):
-        for text in _port_problems(hosts, resolved, addresses, extra):
+        for text in _port_problems(hosts, resolved, addresses, extra, control_plane):
             problems.add(_sentence(text))
 
     plan: dict[str, t.Any] = {}
@@ -496,7 +517,9 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
         name = host["name"]
         values = resolved[name]
         network = plan[name]
-        named = [(setting, cluster[setting], protocol) for setting, protocol in NODE_PORTS] + extra[name]
+        named = [(setting, cluster[setting], protocol) for setting, protocol in _node_ports(name, control_plane)]
+        named += extra[name]
+        bind = publish_addresses[name]
         planned[name] = {
             "user": values["u7s_user"],
             "engine": values["u7s_engine"],
@@ -507,14 +530,20 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
             "gateway": str(network.gateway),
             "node_ip": str(network.node_ip),
             "subnet_source": network.source,
+            "publish_address": bind,
             "published_ports": [{"port": port, "protocol": protocol} for _label, port, protocol in named],
+            "publish_specs": ["%s:%d:%d/%s" % (bind, port, port, protocol) for _label, port, protocol in named],
             "port_names": {"%d/%s" % (port, protocol): label for label, port, protocol in named},
+            # The firewall filters the node's own ports; u7s_extra_ports are the user's to expose.
+            "filtered_ports": [{"port": cluster[setting], "protocol": protocol, "sources": NODE_PORT_SOURCES[setting]}
+                               for setting, protocol in _node_ports(name, control_plane)],
         }
     control_plane_address = planned[control_plane]["host_address"]
     endpoint = cluster["u7s_control_plane_endpoint"] or (
         "%s:%d" % (control_plane_address, cluster["u7s_port_apiserver"]) if control_plane_address else None)
     return {"problems": [], "settings": cluster, "control_plane": control_plane, "api_endpoint": endpoint,
-            "hosts": planned, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS}}
+            "hosts": planned, "host_addresses": sorted(set(addresses.values()), key=ipaddress.ip_address),
+            "apiserver_sources": sources, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS}}
 
 
 def _check_running_nodes(cluster: Mapping[str, t.Any], hosts: Sequence[Mapping[str, t.Any]],
@@ -691,17 +720,60 @@ def _prefix_for(count: int) -> int:
     return prefix
 
 
+def _node_ports(name: str, control_plane: str | None) -> list[tuple[str, str]]:
+    """The node ports (setting, protocol) host ``name`` publishes."""
+    return [(setting, protocol) for setting, protocol in NODE_PORTS
+            if NODE_PORT_HOSTS[setting] == "all" or (NODE_PORT_HOSTS[setting] == "control_plane" and name == control_plane)]
+
+
+def _publish_address(host: Mapping[str, t.Any], values: Mapping[str, t.Any], addresses: Mapping[str, str],
+                     problems: _Problems) -> str:
+    """The host address the node's ports are bound to (u7s_publish_address, else the host's address)."""
+    name = host["name"]
+    given = str(values["u7s_publish_address"] or "").strip()
+    if not given:
+        return addresses.get(name) or ANY_IPV4
+    try:
+        parsed = ipaddress.ip_address(given)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, ipaddress.IPv4Address):
+        problems.add("Host %s: u7s_publish_address %r is not an IPv4 address. Fix: leave u7s_publish_address empty "
+                     "(the host's address), or set it to %s (every address) or one of the host's addresses."
+                     % (name, given, ANY_IPV4))
+        return given
+    known = host.get("all_ipv4")
+    if str(parsed) != ANY_IPV4 and known is not None and str(parsed) not in known:
+        problems.add("Host %s: u7s_publish_address %s is not one of its addresses (%s). Fix: leave "
+                     "u7s_publish_address empty (the host's address), or set it to %s or one of the host's addresses."
+                     % (name, parsed, ", ".join(known) or "none", ANY_IPV4))
+    return str(parsed)
+
+
+def _apiserver_sources(value: Sequence[t.Any], problems: _Problems) -> list[str]:
+    """u7s_firewall_apiserver_sources as networks (an address is a /32 or /128)."""
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            problems.add("u7s_firewall_apiserver_sources holds %r, which is neither an address nor a network. Fix: "
+                         "list addresses or networks such as 192.0.2.10 or 198.51.100.0/24." % (item,))
+    return networks
+
+
 def _port_problems(
     hosts: Sequence[Mapping[str, t.Any]],
     resolved: Mapping[str, Mapping[str, t.Any]],
     addresses: Mapping[str, str],
     extra: Mapping[str, list[tuple[str, int, str]]],
+    control_plane: str | None,
 ) -> list[str]:
     records = []
     protocols = dict(NODE_PORTS)
     for host in hosts:
         name = host["name"]
-        ports: dict[str, t.Any] = {setting: resolved[name][setting] for setting, _protocol in NODE_PORTS}
+        ports: dict[str, t.Any] = {setting: resolved[name][setting] for setting, _protocol in _node_ports(name, control_plane)}
         for label, port, protocol in extra[name]:
             key = "%s (%s)" % (label, protocol)
             ports[key] = port

@@ -25,39 +25,50 @@ from rendering import (
 )
 
 CUSTOM_PORTS = {"u7s_port_etcd": 12379, "u7s_port_apiserver": 16443, "u7s_port_kubelet": 20250, "u7s_port_vxlan": 18472}
-CUSTOM_SPECS = ["12379:12379/tcp", "16443:16443/tcp", "20250:20250/tcp", "18472:18472/udp"]
+# A worker publishes its kubelet and VXLAN ports, on its own address.
+CUSTOM_SPECS = ["192.0.2.12:20250:20250/tcp", "192.0.2.12:18472:18472/udp"]
 
 
-def published_port_specs(inventory: dict | None = None, host: str = "host1") -> list:
-    return evaluate("node_published_port_specs", node_variables(inventory, host))
+def published_port_specs(inventory: dict | None = None, host: str = "host1", engine: str = "docker") -> list:
+    return container({**(inventory or {}), "u7s_engine": engine}, host=host)[CONTAINER_MODULES[engine][1]]
 
 
 # --- published ports ----------------------------------------------------------------------------
 
-def test_default_published_ports():
-    assert published_port_specs() == ["2379:2379/tcp", "6443:6443/tcp", "10250:10250/tcp", "8472:8472/udp"]
+@pytest.mark.parametrize("engine", ["docker", "podman"])
+def test_default_published_ports(engine):
+    """The API server on the control plane only, etcd nowhere, all on the host's address only."""
+    assert published_port_specs(engine=engine) == [
+        "192.0.2.11:6443:6443/tcp", "192.0.2.11:10250:10250/tcp", "192.0.2.11:8472:8472/udp"]
+    assert published_port_specs(host="host2", engine=engine) == [
+        "192.0.2.12:10250:10250/tcp", "192.0.2.12:8472:8472/udp"]
+
+
+def test_ports_on_every_address_when_asked():
+    assert published_port_specs({"u7s_publish_address": "0.0.0.0"}, host="host2") == [
+        "0.0.0.0:10250:10250/tcp", "0.0.0.0:8472:8472/udp"]
 
 
 @pytest.mark.parametrize("inventory", [CUSTOM_PORTS, {name: str(port) for name, port in CUSTOM_PORTS.items()}],
                          ids=["ints", "strings"])
 def test_custom_published_ports(inventory):
-    variables = node_variables(inventory)
-    assert evaluate("node_published_port_specs", variables) == CUSTOM_SPECS
-    ports = variables["settings_node"]["published_ports"]
-    assert ports == [{"port": 12379, "protocol": "tcp"}, {"port": 16443, "protocol": "tcp"},
-                     {"port": 20250, "protocol": "tcp"}, {"port": 18472, "protocol": "udp"}]
+    assert published_port_specs(inventory) == [
+        "192.0.2.11:16443:16443/tcp", "192.0.2.11:20250:20250/tcp", "192.0.2.11:18472:18472/udp"]
+    ports = node_variables(inventory)["settings_node"]["published_ports"]
+    assert ports == [{"port": 16443, "protocol": "tcp"}, {"port": 20250, "protocol": "tcp"},
+                     {"port": 18472, "protocol": "udp"}]
     assert all(isinstance(port["port"], int) for port in ports)
 
 
 def test_extra_ports_are_published_under_the_same_number():
     extra = [{"port": 30080, "protocol": "tcp"}, {"port": "30053", "protocol": "udp"}, {"port": 30081}]
     assert published_port_specs({"u7s_extra_ports": extra})[-3:] == [
-        "30080:30080/tcp", "30053:30053/udp", "30081:30081/tcp"]
+        "192.0.2.11:30080:30080/tcp", "192.0.2.11:30053:30053/udp", "192.0.2.11:30081:30081/tcp"]
 
 
 def test_extra_ports_are_per_host():
     inventory = {"u7s_extra_ports": [{"port": 30080}]}
-    assert published_port_specs(inventory, "host2")[-1] == "30080:30080/tcp"
+    assert published_port_specs(inventory, "host2")[-1] == "192.0.2.12:30080:30080/tcp"
 
 
 @pytest.mark.parametrize("engine", ["docker", "podman"])

@@ -263,7 +263,7 @@ def variables_of_roles() -> dict[str, set[str]]:
 def test_the_variable_search_sees_what_the_roles_use():
     used = set().union(*variables_of_roles().values())
     assert {"u7s_kubeconfig", "u7s_port_vxlan", "settings_node", "settings_plan", "node_facts",
-            "rootless_runtime_session", "kubeadm_join", "kubeadm_exec_argv", "node_published_port_specs",
+            "rootless_runtime_session", "kubeadm_join", "kubeadm_exec_argv",
             "flannel_net_conf", "external_ip_taints_cleared", "node_image_base_version"} <= used
     assert "node_host_ip" in yaml_names({"when": "node_host_ip | length > 0"})
     assert "node_image" in jinja_names("FROM {{ node_image }}")
@@ -352,7 +352,7 @@ def test_the_kubelet_port():
     node = published(inventory)
     assert {"port": 11250, "protocol": "tcp"} in node["published_ports"]
     assert node["port_names"]["11250/tcp"] == "u7s_port_kubelet"
-    assert "11250:11250/tcp" in node_container(inventory, "host2")[CONTAINER_MODULES["docker"][1]]
+    assert "192.0.2.12:11250:11250/tcp" in node_container(inventory, "host2")[CONTAINER_MODULES["docker"][1]]
 
 
 @pytest.mark.parametrize("pod_cidr", ["10.244.0.0/16", "10.32.0.0/12"])
@@ -368,7 +368,7 @@ def test_the_vxlan_port():
     node = published(inventory)
     assert {"port": 18472, "protocol": "udp"} in node["published_ports"]
     assert node["port_names"]["18472/udp"] == "u7s_port_vxlan"
-    assert "18472:18472/udp" in node_container(inventory)[CONTAINER_MODULES["docker"][1]]
+    assert "192.0.2.11:18472:18472/udp" in node_container(inventory)[CONTAINER_MODULES["docker"][1]]
 
 
 @pytest.mark.parametrize("engine", ["docker", "podman"])
@@ -382,8 +382,9 @@ def test_every_port_is_published_under_the_number_kubeadm_and_flannel_use(engine
            kubeadm["KubeletConfiguration"]["port"]]
     vxlan = flannel_config_file("net-conf.json", inventory)["Backend"]["Port"]
     assert tcp == [12379, 16443, 20250] and vxlan == 18472
+    # etcd stays in the node (nothing outside it needs etcd with one control plane).
     assert node_container(inventory)[CONTAINER_MODULES[engine][1]] == (
-        ["%d:%d/tcp" % (port, port) for port in tcp] + ["%d:%d/udp" % (vxlan, vxlan)])
+        ["192.0.2.11:%d:%d/tcp" % (port, port) for port in tcp[1:]] + ["192.0.2.11:%d:%d/udp" % (vxlan, vxlan)])
     assert kubeadm["ClusterConfiguration"]["controlPlaneEndpoint"] == "192.0.2.11:16443"
 
 

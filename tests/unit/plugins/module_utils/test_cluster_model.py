@@ -161,8 +161,8 @@ MISTAKES = {
     "extra-port-is-the-kubelets": mistake("the u7s_port_kubelet and u7s_extra_ports[0] (tcp) ports are both 10250/tcp",
                                           ("host1",), "u7s_extra_ports",
                                           host_vars={"host1": {"u7s_extra_ports": [{"port": 10250, "protocol": "tcp"}]}}),
-    "two-hosts-one-address": mistake("Port 6443/tcp on address 192.0.2.11 is published twice", HOSTS,
-                                     "u7s_port_apiserver",
+    "two-hosts-one-address": mistake("Port 10250/tcp on address 192.0.2.11 is published twice", HOSTS,
+                                     "u7s_port_kubelet",
                                      # Both behind one address (one machine, or NAT).
                                      edit=on_hosts("host2", default_ipv4=address_of(0), all_ipv4=[address_of(0)])),
     # Networks.
@@ -228,6 +228,14 @@ MISTAKES = {
                                      group_vars={"u7s_control_plane_endpoint": "api.example.org"}),
     "endpoint-ipv6": mistake("names an IPv6 address", (), "u7s_control_plane_endpoint",
                              group_vars={"u7s_control_plane_endpoint": "[2001:db8::1]:6443"}),
+    "publish-address-not-an-address": mistake("u7s_publish_address 'eth0' is not an IPv4 address", ("host2",),
+                                              "u7s_publish_address", host_vars={"host2": {"u7s_publish_address": "eth0"}}),
+    "publish-address-not-the-hosts": mistake("u7s_publish_address 192.0.2.99 is not one of its addresses", ("host2",),
+                                             "u7s_publish_address",
+                                             host_vars={"host2": {"u7s_publish_address": "192.0.2.99"}}),
+    "apiserver-source-not-a-network": mistake("holds 'admins', which is neither an address nor a network", (),
+                                              "u7s_firewall_apiserver_sources",
+                                              group_vars={"u7s_firewall_apiserver_sources": ["admins"]}),
     "endpoint-bad-host": mistake("has host 'api_server!'", (), "u7s_control_plane_endpoint",
                                  group_vars={"u7s_control_plane_endpoint": "api_server!:6443"}),
     "port-out-of-range": mistake("u7s_port_vxlan is 70000", (), "u7s_port_vxlan",
@@ -297,6 +305,7 @@ def test_per_host_settings_may_differ() -> None:
     per_host = {
         "u7s_user": "kube", "u7s_engine": "podman", "u7s_allow_cgroup_v1": True, "u7s_host_ip": "192.0.2.12",
         "u7s_node_subnet": "10.100.9.0/24", "u7s_node_name": "worker", "u7s_extra_ports": [{"port": 30080}],
+        "u7s_publish_address": "0.0.0.0",
     }
     assert set(per_host) == set(HOST_SETTINGS)
     result = planned(host_vars={"host2": per_host})
@@ -374,16 +383,46 @@ def test_plan_of_each_node() -> None:
         "user": "u7s", "engine": "docker", "allow_cgroup_v1": False, "node_name": "u7s-host1",
         "host_address": "192.0.2.11", "subnet": "10.100.0.0/24", "gateway": "10.100.0.1", "node_ip": "10.100.0.2",
         "subnet_source": "allocated",
-        "published_ports": [{"port": 2379, "protocol": "tcp"}, {"port": 6443, "protocol": "tcp"},
-                            {"port": 10250, "protocol": "tcp"}, {"port": 8472, "protocol": "udp"}],
-        "port_names": {"2379/tcp": "u7s_port_etcd", "6443/tcp": "u7s_port_apiserver",
-                       "10250/tcp": "u7s_port_kubelet", "8472/udp": "u7s_port_vxlan"},
+        # etcd stays in the node; the API server is on the control plane only.
+        "publish_address": "192.0.2.11",
+        "published_ports": [{"port": 6443, "protocol": "tcp"}, {"port": 10250, "protocol": "tcp"},
+                            {"port": 8472, "protocol": "udp"}],
+        "publish_specs": ["192.0.2.11:6443:6443/tcp", "192.0.2.11:10250:10250/tcp", "192.0.2.11:8472:8472/udp"],
+        "port_names": {"6443/tcp": "u7s_port_apiserver", "10250/tcp": "u7s_port_kubelet", "8472/udp": "u7s_port_vxlan"},
+        "filtered_ports": [{"port": 6443, "protocol": "tcp", "sources": "apiserver"},
+                           {"port": 10250, "protocol": "tcp", "sources": "cluster"},
+                           {"port": 8472, "protocol": "udp", "sources": "cluster"}],
     }
+    assert [port["port"] for port in result["hosts"]["host2"]["published_ports"]] == [10250, 8472]
+    assert result["host_addresses"] == ["192.0.2.11", "192.0.2.12", "192.0.2.13"]
+    assert result["apiserver_sources"] == []
     host3 = result["hosts"]["host3"]
     assert (host3["subnet"], host3["gateway"], host3["node_ip"]) == ("10.100.2.0/24", "10.100.2.1", "10.100.2.2")
     assert host3["published_ports"][-2:] == [{"port": 30080, "protocol": "tcp"}, {"port": 30053, "protocol": "udp"}]
     assert host3["port_names"]["10250/tcp"] == "u7s_port_kubelet"
     assert host3["port_names"]["30080/tcp"].startswith("u7s_extra_ports")
+    # The user's own ports are not the firewall's.
+    assert [port["port"] for port in host3["filtered_ports"]] == [10250, 8472]
+
+
+def test_ports_are_published_on_the_chosen_address() -> None:
+    result = planned(host_vars={"host2": {"u7s_publish_address": "0.0.0.0"}})
+    assert result["problems"] == []
+    assert result["hosts"]["host1"]["publish_specs"][0] == "192.0.2.11:6443:6443/tcp"
+    assert result["hosts"]["host2"]["publish_specs"] == ["0.0.0.0:10250:10250/tcp", "0.0.0.0:8472:8472/udp"]
+
+
+def test_two_clusters_share_hosts_when_their_control_planes_differ() -> None:
+    """Workers publish no API server, so two tenants' API servers may use one port on different hosts."""
+    one_machine = on_hosts("host2", default_ipv4=address_of(0), all_ipv4=[address_of(0)])
+    result = planned(host_vars={"host2": {"u7s_user": "other"}}, edit=one_machine)
+    assert [text for text in result["problems"] if "u7s_port_apiserver" in text] == []
+    assert any("10250/tcp" in text for text in result["problems"])
+
+
+def test_apiserver_sources_are_networks() -> None:
+    result = planned({"u7s_firewall_apiserver_sources": ["198.51.100.7", "203.0.113.0/24", "2001:db8::/32"]})
+    assert result["apiserver_sources"] == ["198.51.100.7/32", "203.0.113.0/24", "2001:db8::/32"]
 
 
 def test_ports_given_as_strings_are_planned_as_numbers() -> None:
