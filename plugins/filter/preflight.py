@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.u7s.cluster.plugins.module_utils.preflight import (
+    apparmor_userns_profiles as _apparmor_userns_profiles,
     needs_apparmor_userns_profile as _needs_apparmor_userns_profile,
     preflight_problems as _preflight_problems,
 )
@@ -39,6 +40,21 @@ def needs_apparmor_userns_profile(facts: t.Any) -> bool:
     )
 
 
+def apparmor_userns_profiles(binaries: t.Any, distribution_profiles: t.Any = None) -> list[dict[str, str]]:
+    """The AppArmor profiles host_prereqs writes, each with a name no other binary's profile shares."""
+    if isinstance(binaries, (str, bytes, Mapping)) or not isinstance(binaries, (list, tuple)):
+        raise AnsibleFilterError(
+            "apparmor_userns_profiles expects a list of paths, got %s." % type(binaries).__name__
+        )
+    if distribution_profiles is not None and (
+            not isinstance(distribution_profiles, (list, tuple))
+            or not all(isinstance(item, Mapping) for item in distribution_profiles)):
+        raise AnsibleFilterError(
+            "apparmor_userns_profiles expects the profiles of the preflight facts (a list of dictionaries)."
+        )
+    return _apparmor_userns_profiles(binaries, distribution_profiles)
+
+
 class FilterModule:
     """u7s.cluster preflight filters."""
 
@@ -47,4 +63,5 @@ class FilterModule:
         return {
             "preflight_problems": preflight_problems,
             "needs_apparmor_userns_profile": needs_apparmor_userns_profile,
+            "apparmor_userns_profiles": apparmor_userns_profiles,
         }

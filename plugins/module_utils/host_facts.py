@@ -9,15 +9,21 @@ so unit tests can point it at a fake tree; the module passes ``/``.
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import re
 import typing as t
 
 from ansible_collections.u7s.cluster.plugins.module_utils.preflight import SYSCTLS
-from ansible_collections.u7s.cluster.plugins.module_utils.subid import parse_subid
+from ansible_collections.u7s.cluster.plugins.module_utils.subid import parse_login_defs, parse_subid
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+# The unit host_prereqs_cgroup_v1_chown installs (roles/host_prereqs/templates/u7s-cgroup-v1-chown.service.j2).
+CGROUP_V1_CHOWN_UNIT = "/etc/systemd/system/u7s-cgroup-v1-chown.service"
+APPARMOR_DIR = "/etc/apparmor.d"
+# The profile file host_prereqs installs; its profiles are the collection's own, not the distribution's.
+APPARMOR_OWN_FILE = "u7s-userns"
 # Controllers a cgroup v1 hierarchy can bind (the mount options name them);
 # named hierarchies such as name=systemd bind none.
 CGROUP_V1_CONTROLLERS = frozenset(
@@ -108,6 +114,55 @@ def read_mounts(root: str = "/") -> list[Mount]:
     return parse_proc_mounts(read_text(root, "/proc/mounts") or "")
 
 
+def _owner_name(uid: int | None) -> str | None:
+    if uid is None:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def v1_hierarchies(root: str = "/", mounts: t.Sequence[Mount] | None = None) -> list[dict[str, t.Any]]:
+    """The cgroup v1 hierarchies that bind controllers, with the owner of each (read with stat).
+
+    A hierarchy owned by an account other than root was handed to it
+    (host_prereqs_cgroup_v1_chown does that with chown -R at boot).
+    """
+    if mounts is None:
+        mounts = read_mounts(root)
+    hierarchies = []
+    for mount in mounts:
+        controllers = v1_controllers_of(mount)
+        if mount.fstype != "cgroup" or not controllers:
+            continue
+        try:
+            uid: int | None = os.stat(host_path(root, mount.mountpoint)).st_uid
+        except OSError:
+            uid = None
+        hierarchies.append({
+            "mountpoint": mount.mountpoint,
+            "controllers": sorted(controllers),
+            "uid": uid,
+            "owner": _owner_name(uid),
+        })
+    return sorted(hierarchies, key=lambda item: item["mountpoint"])
+
+
+def read_cgroup_v1_chown_unit(root: str = "/") -> dict[str, t.Any] | None:
+    """Who the u7s-cgroup-v1-chown.service unit hands the cgroup v1 hierarchies to; None without the unit."""
+    text = read_text(root, CGROUP_V1_CHOWN_UNIT)
+    if text is None:
+        return None
+    uid_match = re.search(r"^ExecStart=\S*chown\s+-R\s+(\d+):", text, re.MULTILINE)
+    user_match = re.search(r"^Description=Hand cgroup v1 controllers to (\S+)\s*$", text, re.MULTILINE)
+    return {
+        "path": CGROUP_V1_CHOWN_UNIT,
+        "uid": int(uid_match.group(1)) if uid_match else None,
+        "user": user_match.group(1) if user_match else None,
+    }
+
+
 def read_controllers(root: str, cgroup_dir: str) -> list[str] | None:
     """Controllers listed in cgroup_dir/cgroup.controllers, None without that file."""
     text = read_text(root, cgroup_dir.rstrip("/") + "/cgroup.controllers")
@@ -163,6 +218,116 @@ def lookup_user(name: str) -> dict[str, t.Any]:
     }
 
 
+def _parse_id_file(text: str) -> list[dict[str, t.Any]]:
+    """name:x:id:... lines (/etc/passwd, /etc/group) as {"name", "id"}."""
+    accounts = []
+    for line in text.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] and fields[2].isascii() and fields[2].isdigit():
+            accounts.append({"name": fields[0], "id": int(fields[2])})
+    return accounts
+
+
+def read_accounts(root: str = "/") -> dict[str, list[dict[str, t.Any]]]:
+    """The host's users (uid) and groups (gid), as {"name", "id"} sorted by ID.
+
+    On the host itself (root "/") through NSS (getpwall, getgrall), so LDAP or
+    SSSD accounts count too where the directory allows enumeration (SSSD's
+    enumerate is off by default: then only local and cached accounts are
+    seen). Below another root, from its /etc/passwd and /etc/group.
+    """
+    if root == "/":
+        users = [{"name": entry.pw_name, "id": entry.pw_uid} for entry in pwd.getpwall()]
+        groups = [{"name": entry.gr_name, "id": entry.gr_gid} for entry in grp.getgrall()]
+    else:
+        users = _parse_id_file(read_text(root, "/etc/passwd") or "")
+        groups = _parse_id_file(read_text(root, "/etc/group") or "")
+
+    def unique(accounts: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+        return sorted({(item["id"], item["name"]): item for item in accounts}.values(),
+                      key=lambda item: (item["id"], item["name"]))
+
+    return {"users": unique(users), "groups": unique(groups)}
+
+
+def read_login_defs(root: str = "/") -> dict[str, int]:
+    """The ID ranges of /etc/login.defs (UID_MIN, SUB_UID_MIN, ...), shadow-utils' defaults where unset."""
+    return parse_login_defs(read_text(root, "/etc/login.defs") or "")
+
+
+def _expand_braces(pattern: str) -> list[str]:
+    """AppArmor's {a,b} alternation expanded ("/{,usr/}bin/x" -> "/bin/x", "/usr/bin/x"); nesting too."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    expanded = []
+    for choice in match.group(1).split(","):
+        expanded.extend(_expand_braces(pattern[:match.start()] + choice + pattern[match.end():]))
+    return expanded
+
+
+# flags=(...) of a profile header.
+_PROFILE_FLAGS = re.compile(r"\bflags\s*=\s*\([^)]*\)")
+
+
+def parse_profile_header(line: str) -> tuple[str, str | None] | None:
+    """(profile name, attachment) of "profile NAME [ATTACHMENT] [flags=(...)] {" or "ATTACHMENT [flags=(...)] {".
+
+    None for any other line. A profile named by a path attaches to that path.
+    """
+    text = line.split("#", 1)[0].strip()
+    if not text.endswith("{"):
+        return None
+    fields = _PROFILE_FLAGS.sub(" ", text[:-1]).split()
+    if len(fields) >= 2 and fields[0] == "profile":
+        name = fields[1]
+        attachment = fields[2] if len(fields) > 2 else None
+    elif len(fields) == 1 and fields[0].startswith("/"):
+        name = attachment = fields[0]
+    else:
+        return None
+    if attachment is None and name.startswith("/"):
+        attachment = name
+    return name, attachment if attachment and attachment.startswith("/") else None
+
+
+def apparmor_profiles_for(root: str, binaries: t.Iterable[str]) -> list[dict[str, t.Any]]:
+    """Profiles of /etc/apparmor.d (the collection's own file and disabled ones left out) that attach to BINARIES.
+
+    One {"binary", "profile", "file"} per binary and profile; the attachment is
+    compared as a path after brace alternation is expanded (globs and @{variables}
+    are not resolved).
+    """
+    wanted = {os.path.normpath(binary) for binary in binaries if binary}
+    if not wanted:
+        return []
+    directory = host_path(root, APPARMOR_DIR)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    try:
+        disabled = set(os.listdir(os.path.join(directory, "disable")))
+    except OSError:
+        disabled = set()
+    found = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if name == APPARMOR_OWN_FILE or name in disabled or name.startswith(".") or not os.path.isfile(path):
+            continue
+        text = read_text(root, APPARMOR_DIR + "/" + name) or ""
+        for line in text.splitlines():
+            header = parse_profile_header(line)
+            if header is None or header[1] is None:
+                continue
+            profile, attachment = header
+            for candidate in _expand_braces(attachment):
+                if os.path.normpath(candidate) in wanted:
+                    found.append({"binary": os.path.normpath(candidate), "profile": profile,
+                                  "file": APPARMOR_DIR + "/" + name})
+    return found
+
+
 def read_subid_entries(root: str, path: str) -> list[dict[str, t.Any]]:
     """Entries of a subuid/subgid file as dicts; a missing file has none."""
     return [entry.to_dict() for entry in parse_subid(read_text(root, path) or "").entries]
@@ -176,13 +341,22 @@ def kernel_release(root: str = "/") -> str | None:
     return os.uname().release if root == "/" else None
 
 
-def gather_preflight_facts(user: str, root: str = "/") -> dict[str, t.Any]:
+def gather_preflight_facts(
+    user: str, root: str = "/", apparmor_binaries: t.Iterable[str] = ()
+) -> dict[str, t.Any]:
     """The host facts preflight decides on (see the preflight module docstring)."""
+    mounts = read_mounts(root)
+    cgroup = detect_cgroup(root, mounts)
+    cgroup["v1_hierarchies"] = v1_hierarchies(root, mounts)
+    cgroup["v1_chown_unit"] = read_cgroup_v1_chown_unit(root)
     return {
         "kernel_release": kernel_release(root),
         "sysctl": read_sysctls(root),
-        "cgroup": detect_cgroup(root),
+        "cgroup": cgroup,
         "user": lookup_user(user),
         "subuid": read_subid_entries(root, "/etc/subuid"),
         "subgid": read_subid_entries(root, "/etc/subgid"),
+        "accounts": read_accounts(root),
+        "login_defs": read_login_defs(root),
+        "apparmor_profiles": apparmor_profiles_for(root, apparmor_binaries),
     }

@@ -14,9 +14,13 @@ description:
   - An entry may name the user by login name or by numeric uid; both count as the user's.
   - When the user has no entry in a file, allocates the lowest free range of O(count) IDs at or above
     O(min_start) that overlaps no existing entry (first fit, like C(useradd)) and appends one line.
+    The range also keeps clear of the host's own IDs - the system range (below C(UID_MIN) or C(GID_MIN)
+    of C(/etc/login.defs), and at least up to C(SYS_UID_MAX) or C(SYS_GID_MAX)) and the uid of every
+    account (C(/etc/subuid)) or the gid of every group (C(/etc/subgid)) that NSS enumerates.
   - When the user already has one entry with at least O(count) IDs that overlaps no other entry,
     leaves the file alone.
-  - When the user has several entries, a too small one, or one that overlaps another entry, fails
+  - When the user has several entries, a too small one, one that overlaps another entry, or one that takes
+    in the system range or an account's ID (root in the user's containers would be that account), fails
     with a message that names the file, the lines and the fix, and changes neither file.
     It never adds a second line for the user, which would break C(newuidmap).
   - Comments, blank lines and other entries are kept as they are. Files are replaced atomically,
@@ -36,9 +40,10 @@ options:
     default: 65536
   min_start:
     description:
-      - Lowest ID a newly allocated range may start at (C(SUB_UID_MIN) in C(login.defs)).
+      - Lowest ID a newly allocated range may start at.
+      - Default C(SUB_UID_MIN) (C(/etc/subuid)) and C(SUB_GID_MIN) (C(/etc/subgid)) of C(/etc/login.defs),
+        100000 where it does not set them.
     type: int
-    default: 100000
   subuid_path:
     description:
       - Path of the subordinate UID file.
@@ -60,6 +65,7 @@ attributes:
   platform:
     platforms: posix
 notes:
+  - Accounts of a directory (LDAP, SSSD) are only seen where NSS enumerates them; SSSD does not by default.
   - Processes of the user that already use the old ranges must be restarted after a change,
     which this module does not do.
 seealso:
@@ -128,13 +134,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
 from ansible_collections.u7s.cluster.plugins.module_utils.files import write_atomically
+from ansible_collections.u7s.cluster.plugins.module_utils.host_facts import read_accounts, read_login_defs
 from ansible_collections.u7s.cluster.plugins.module_utils.subid import (
     DEFAULT_COUNT,
-    DEFAULT_MIN_START,
     SubidConflictError,
     SubidPlan,
     parse_subid,
     plan_subid,
+    subordinate_min,
 )
 
 
@@ -161,7 +168,7 @@ def main() -> None:
         argument_spec=dict(
             user=dict(type="str", required=True),
             count=dict(type="int", default=DEFAULT_COUNT),
-            min_start=dict(type="int", default=DEFAULT_MIN_START),
+            min_start=dict(type="int"),
             subuid_path=dict(type="path", default="/etc/subuid"),
             subgid_path=dict(type="path", default="/etc/subgid"),
         ),
@@ -169,12 +176,14 @@ def main() -> None:
     )
     user: str = module.params["user"]
     count: int = module.params["count"]
-    min_start: int = module.params["min_start"]
+    min_start: int | None = module.params["min_start"]
     if count < DEFAULT_COUNT:
         module.fail_json(msg="count must be at least %d, got %d." % (DEFAULT_COUNT, count))
-    if min_start < 1:
+    if min_start is not None and min_start < 1:
         module.fail_json(msg="min_start must be positive, got %d." % min_start)
     uid = lookup_uid(user)
+    login_defs = read_login_defs()
+    accounts = read_accounts()
 
     # Plan both files before writing either, so a conflict changes nothing.
     plans: dict[str, SubidPlan] = {}
@@ -188,7 +197,10 @@ def main() -> None:
         for line_number, line in parse_subid(text).malformed:
             module.warn("%s line %d is not owner:start:count and is ignored: %r" % (path, line_number, line))
         try:
-            plans[kind] = plan_subid(path, text, user, uid, count, min_start)
+            plans[kind] = plan_subid(
+                path, text, user, uid, count,
+                min_start if min_start is not None else subordinate_min(kind, login_defs),
+                kind, login_defs, accounts["users" if kind == "subuid" else "groups"])
         except SubidConflictError as exc:
             conflicts.append(str(exc))
     if conflicts:

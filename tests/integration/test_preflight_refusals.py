@@ -160,3 +160,67 @@ def test_a_setting_changed_under_a_running_node_is_refused(testbed_host, refused
     output = " ".join(refused({"u7s_port_apiserver": 7443}).split())
     assert f"u7s_port_apiserver is 7443, but the node on host {testbed_host.name} runs with 6443" in output
     assert "Fix: set u7s_port_apiserver back to 6443" in output
+
+
+@pytest.fixture
+def account_in_subuid_range(testbed_host):
+    """/etc/subuid gives the cluster user (not created yet) 100000-165535, where an account has its uid."""
+    testbed_host.root(
+        "useradd --no-create-home --uid 120000 squatter;"
+        " printf 'u7s:100000:65536\\n' > /etc/subuid; : > /etc/subgid"
+    )
+    yield
+    testbed_host.root("userdel squatter; : > /etc/subuid; : > /etc/subgid")
+
+
+def test_subuid_range_over_an_account_is_refused_before_any_change(testbed_host, refused, account_in_subuid_range):
+    """Issue 12, finding 7: root in the user's containers would be the account squatter."""
+    output = " ".join(refused({}).split())
+    assert f"Preflight failed on {testbed_host.name}" in output
+    assert (f"Host {testbed_host.name}: /etc/subuid line 1 'u7s:100000:65536' gives user 'u7s' "
+            "the subordinate UIDs 100000-165535") in output
+    assert "the account squatter (120000)" in output
+    assert "Fix: while the user runs no containers on this host, replace that line by u7s:" in output
+
+
+@pytest.fixture
+def cgroup_v1_handed_to_another_user(testbed_host):
+    """Another user's cluster has the cgroup v1 hand-over unit (the hierarchies themselves are left alone)."""
+    testbed_host.root(
+        "useradd -m alice && uid=$(id -u alice) && printf '%s\\n'"
+        " '[Unit]' 'Description=Hand cgroup v1 controllers to alice' '[Service]' 'Type=oneshot'"
+        " \"ExecStart=/bin/chown -R $uid:$uid /sys/fs/cgroup/cpu /sys/fs/cgroup/memory\""
+        " > /etc/systemd/system/u7s-cgroup-v1-chown.service"
+    )
+    yield
+    testbed_host.root("rm -f /etc/systemd/system/u7s-cgroup-v1-chown.service; userdel -r alice")
+
+
+def test_second_tenant_on_a_cgroup_v1_host_is_refused_before_any_change(
+        testbed_host, refused, cgroup_v1_handed_to_another_user):
+    """Issue 12, finding 8: the test bed is cgroup v1 with host_prereqs_cgroup_v1_chown; alice holds the hand-over."""
+    output = " ".join(refused({}).split())
+    assert f"Preflight failed on {testbed_host.name}" in output
+    assert "The host uses cgroup v1, where controllers cannot be delegated" in output
+    assert "/etc/systemd/system/u7s-cgroup-v1-chown.service hands them to alice" in output
+    assert "u7s_user u7s would fail at kubeadm init" in output
+    assert "Fix: run this cluster on other hosts, or as alice (u7s_user)" in output
+
+
+@pytest.fixture
+def high_unprivileged_port_start(testbed_host):
+    """The host lets unprivileged processes bind ports from 7000 on only (the test bed's hosts have their own netns)."""
+    before = testbed_host.root("cat /proc/sys/net/ipv4/ip_unprivileged_port_start").stdout.strip()
+    testbed_host.root("sysctl -q -w net.ipv4.ip_unprivileged_port_start=7000")
+    yield
+    testbed_host.root(f"sysctl -q -w net.ipv4.ip_unprivileged_port_start={before}")
+
+
+def test_ports_below_the_hosts_unprivileged_port_start_are_refused(testbed_host, refused, high_unprivileged_port_start):
+    """Issue 12 (also): preflight reads net.ipv4.ip_unprivileged_port_start from the host."""
+    output = " ".join(refused({}).split())
+    # Which ports a node publishes is the settings plan's (a single control plane may not publish etcd's).
+    assert f"Host {testbed_host.name}: port" in output
+    assert "6443/tcp (u7s_port_apiserver)" in output
+    assert "below net.ipv4.ip_unprivileged_port_start (7000) on this host" in output
+    assert "Fix: give the cluster ports from 7000 on" in output

@@ -61,11 +61,13 @@ class TestSysctl:
         root = make_root(tmp_path, {
             "/proc/sys/user/max_user_namespaces": "63368\n",
             "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1\n",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start": "1024\n",
         })
         assert host_facts.read_sysctls(root) == {
             "user.max_user_namespaces": 63368,
             "kernel.unprivileged_userns_clone": None,
             "kernel.apparmor_restrict_unprivileged_userns": 1,
+            "net.ipv4.ip_unprivileged_port_start": 1024,
         }
 
     def test_unreadable_value_is_none(self, tmp_path: pathlib.Path) -> None:
@@ -187,3 +189,105 @@ def test_gather_feeds_preflight(tmp_path: pathlib.Path, monkeypatch: pytest.Monk
     problems = preflight_problems(facts)
     assert len(problems) == 1
     assert "line 3 'u7s:120000:65536' overlaps line 2 'debian:100000:65536'" in problems[0]
+
+
+class TestAccountsAndLoginDefs:
+    def test_accounts_below_another_root_come_from_its_files(self, tmp_path: pathlib.Path) -> None:
+        root = make_root(tmp_path, {
+            "/etc/passwd": "root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001::/home/alice:/bin/sh\nbroken\n",
+            "/etc/group": "root:x:0:\nusers:x:100:\n",
+        })
+        assert host_facts.read_accounts(root) == {
+            "users": [{"name": "root", "id": 0}, {"name": "alice", "id": 1001}],
+            "groups": [{"name": "root", "id": 0}, {"name": "users", "id": 100}],
+        }
+
+    def test_accounts_of_this_machine_through_nss(self) -> None:
+        accounts = host_facts.read_accounts("/")
+        assert {"name": "root", "id": 0} in accounts["users"]
+        assert any(group["id"] == 0 for group in accounts["groups"])
+
+    def test_login_defs(self, tmp_path: pathlib.Path) -> None:
+        root = make_root(tmp_path, {"/etc/login.defs": "UID_MIN 2000\nSUB_GID_MIN 300000\n"})
+        values = host_facts.read_login_defs(root)
+        assert values["UID_MIN"] == 2000 and values["SUB_GID_MIN"] == 300000 and values["GID_MIN"] == 1000
+        assert host_facts.read_login_defs(str(tmp_path / "none"))["SUB_UID_MIN"] == 100000
+
+
+class TestCgroupV1Owners:
+    def test_hierarchies_with_their_owner(self, tmp_path: pathlib.Path) -> None:
+        root = make_root(tmp_path, {"/sys/fs/cgroup/cpu,cpuacct/tasks": "", "/sys/fs/cgroup/memory/tasks": ""})
+        mounts = host_facts.parse_mountinfo(MOUNTINFO_V1)
+        hierarchies = host_facts.v1_hierarchies(root, mounts)
+        uid = (tmp_path / "sys/fs/cgroup/memory").stat().st_uid
+        assert [(item["mountpoint"], item["controllers"], item["uid"]) for item in hierarchies] == [
+            ("/sys/fs/cgroup/cpu,cpuacct", ["cpu", "cpuacct"], uid),
+            ("/sys/fs/cgroup/memory", ["memory"], uid),
+        ]  # name=systemd binds no controller
+
+    def test_a_hierarchy_that_cannot_be_read_has_no_owner(self, tmp_path: pathlib.Path) -> None:
+        hierarchies = host_facts.v1_hierarchies(str(tmp_path), host_facts.parse_mountinfo(MOUNTINFO_V1))
+        assert all(item["uid"] is None and item["owner"] is None for item in hierarchies)
+
+    def test_chown_unit(self, tmp_path: pathlib.Path) -> None:
+        assert host_facts.read_cgroup_v1_chown_unit(str(tmp_path)) is None
+        root = make_root(tmp_path, {host_facts.CGROUP_V1_CHOWN_UNIT: (
+            "[Unit]\nDescription=Hand cgroup v1 controllers to alice\n[Service]\n"
+            "ExecStart=/bin/chown -R 1002:1002 /sys/fs/cgroup/cpu /sys/fs/cgroup/memory\n")})
+        assert host_facts.read_cgroup_v1_chown_unit(root) == {
+            "path": "/etc/systemd/system/u7s-cgroup-v1-chown.service", "uid": 1002, "user": "alice"}
+
+
+# Ubuntu 24.04's own profile for rootlesskit (apparmor 4.0), and other shapes of profile headers.
+UBUNTU_ROOTLESSKIT = """\
+# This profile allows everything and only exists to give the
+# application a name instead of having the label "unconfined"
+
+abi <abi/4.0>,
+include <tunables/global>
+
+profile rootlesskit /usr/bin/rootlesskit flags=(unconfined) {
+  userns,
+
+  # Site-specific additions and overrides. See local/README for details.
+  include if exists <local/rootlesskit>
+}
+"""
+
+
+class TestAppArmorProfiles:
+    def test_profiles_attaching_to_the_binaries(self, tmp_path: pathlib.Path) -> None:
+        root = make_root(tmp_path, {
+            "/etc/apparmor.d/rootlesskit": UBUNTU_ROOTLESSKIT,
+            "/etc/apparmor.d/usr.local.bin.slirp4netns": "/usr/local/bin/slirp4netns {\n  userns,\n}\n",
+            "/etc/apparmor.d/braces": "profile b /{,usr/}sbin/helper flags=(complain) { # comment\n}\n",
+            "/etc/apparmor.d/u7s-userns": "profile u7s-userns-x /opt/x flags=(unconfined) {\n}\n",
+            "/etc/apparmor.d/disabled-one": "profile d /opt/d {\n}\n",
+            "/etc/apparmor.d/disable/disabled-one": "",
+            "/etc/apparmor.d/abstractions/base": "profile z /opt/z {\n}\n",
+            "/etc/apparmor.d/other": "profile other /usr/bin/other {\n  /usr/bin/rootlesskit ix,\n}\n",
+        })
+        binaries = ["/usr/bin/rootlesskit", "/usr/local/bin/slirp4netns", "/sbin/helper", "/usr/sbin/helper",
+                    "/opt/x", "/opt/d", "/opt/z", "/usr/bin/nothing"]
+        assert host_facts.apparmor_profiles_for(root, binaries) == [
+            {"binary": "/sbin/helper", "profile": "b", "file": "/etc/apparmor.d/braces"},
+            {"binary": "/usr/sbin/helper", "profile": "b", "file": "/etc/apparmor.d/braces"},
+            {"binary": "/usr/bin/rootlesskit", "profile": "rootlesskit", "file": "/etc/apparmor.d/rootlesskit"},
+            {"binary": "/usr/local/bin/slirp4netns", "profile": "/usr/local/bin/slirp4netns",
+             "file": "/etc/apparmor.d/usr.local.bin.slirp4netns"},
+        ]
+
+    def test_no_apparmor_or_no_binaries(self, tmp_path: pathlib.Path) -> None:
+        assert host_facts.apparmor_profiles_for(str(tmp_path), ["/usr/bin/rootlesskit"]) == []
+        root = make_root(tmp_path, {"/etc/apparmor.d/rootlesskit": UBUNTU_ROOTLESSKIT})
+        assert host_facts.apparmor_profiles_for(root, []) == []
+
+    @pytest.mark.parametrize("line, expected", [
+        ("profile rootlesskit /usr/bin/rootlesskit flags=(unconfined) {", ("rootlesskit", "/usr/bin/rootlesskit")),
+        ("profile child {", ("child", None)),
+        ("/usr/bin/foo flags=(attach_disconnected, mediate_deleted) {", ("/usr/bin/foo", "/usr/bin/foo")),
+        ("  /usr/bin/foo ix,", None),
+        ("  if defined @{x} {", None),
+    ])
+    def test_profile_headers(self, line: str, expected) -> None:
+        assert host_facts.parse_profile_header(line) == expected

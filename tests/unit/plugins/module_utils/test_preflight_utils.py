@@ -18,6 +18,7 @@ import typing as t
 import pytest
 
 from ansible_collections.u7s.cluster.plugins.module_utils.preflight import (
+    apparmor_userns_profiles,
     is_supported_os,
     merge_options,
     needs_apparmor_userns_profile,
@@ -281,3 +282,178 @@ def test_facts_are_not_modified() -> None:
     before = copy.deepcopy(facts)
     preflight_problems(facts, {"create_user": True})
     assert facts == before
+
+
+# --- issue 12: the host's own IDs, cgroup v1 tenants, unprivileged ports, AppArmor profile names -----
+
+HOST_USERS = [{"name": "root", "id": 0}, {"name": "debian", "id": 1000}, {"name": "u7s", "id": 1001},
+              {"name": "alice", "id": 170000}]
+HOST_GROUPS = [{"name": "root", "id": 0}, {"name": "u7s", "id": 1001}]
+
+
+def with_accounts(facts: dict[str, t.Any]) -> dict[str, t.Any]:
+    facts["accounts"] = {"users": copy.deepcopy(HOST_USERS), "groups": copy.deepcopy(HOST_GROUPS)}
+    facts["login_defs"] = {"UID_MIN": 1000, "GID_MIN": 1000, "SUB_UID_MIN": 100000, "SUB_GID_MIN": 100000}
+    return facts
+
+
+class TestSubidAgainstTheHostsIds:
+    def test_a_recorded_range_over_an_account_is_refused(self) -> None:
+        facts = with_accounts(load("debian13_cgroup_v2"))
+        # u7s:165536:65536 holds alice's uid 170000; the gids hold no group.
+        problem = only(preflight_problems(facts, {"host": "node1"}), "alice")
+        assert problem.startswith("Host node1: /etc/subuid line 2 'u7s:165536:65536' gives user 'u7s' "
+                                  "the subordinate UIDs 165536-231071")
+        assert "the UIDs of the account alice (170000)" in problem
+        assert "replace that line by u7s:170001:65536" in problem  # after debian's range and alice
+
+    def test_a_range_from_1000_is_refused_in_both_files(self) -> None:
+        facts = with_accounts(load("debian13_cgroup_v2"))
+        for kind in ("subuid", "subgid"):
+            facts[kind][1]["start"] = 500
+        problems = [problem for problem in preflight_problems(facts) if "gives user 'u7s'" in problem]
+        assert len(problems) == 2
+        assert "system UIDs 0-999" in problems[0] and "accounts debian (1000), u7s (1001)" in problems[0]
+        assert "system GIDs 0-999" in problems[1] and "the group u7s (1001)" in problems[1]
+
+    def test_the_range_the_role_would_allocate_is_clear(self) -> None:
+        facts = with_accounts(load("debian13_cgroup_v2"))
+        facts["subuid"] = facts["subuid"][:1]
+        assert preflight_problems(facts) == []
+
+    def test_no_free_range_left_is_refused(self) -> None:
+        facts = with_accounts(load("debian13_cgroup_v2"))
+        facts["subuid"] = [{"owner": "debian", "start": 100000, "count": 2 ** 32 - 100001, "line": 1}]
+        problem = only(preflight_problems(facts, {"host": "node1"}), "would give user")
+        assert problem.startswith("Host node1: /etc/subuid: the role host_prereqs would give user 'u7s'")
+        assert "host_prereqs_subid_count" in problem and "Fix:" in problem
+
+    def test_without_account_facts_nothing_is_held_against_the_host(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["subuid"][1]["start"] = 500
+        assert [problem for problem in preflight_problems(facts) if "gives user" in problem] == []
+
+
+V1_HIERARCHIES = [
+    {"mountpoint": "/sys/fs/cgroup/cpu,cpuacct", "controllers": ["cpu", "cpuacct"], "uid": 1002, "owner": "alice"},
+    {"mountpoint": "/sys/fs/cgroup/memory", "controllers": ["memory"], "uid": 1002, "owner": "alice"},
+    {"mountpoint": "/sys/fs/cgroup/pids", "controllers": ["pids"], "uid": 0, "owner": "root"},
+]
+ALICE_UNIT = {"path": "/etc/systemd/system/u7s-cgroup-v1-chown.service", "uid": 1002, "user": "alice"}
+
+
+class TestCgroupV1Tenants:
+    def facts(self, hierarchies=None, unit=None) -> dict[str, t.Any]:
+        facts = load("centos7_cgroup_v1")
+        facts.update(distribution="Debian", distribution_major_version="12", distribution_version="12.5")
+        facts["sysctl"] = {"user.max_user_namespaces": 63368}
+        facts["user"] = {"name": "u7s", "exists": True, "uid": 1001, "gid": 1001, "home": "/home/u7s",
+                         "shell": "/bin/bash"}
+        facts["cgroup"]["v1_hierarchies"] = copy.deepcopy(V1_HIERARCHIES if hierarchies is None else hierarchies)
+        facts["cgroup"]["v1_chown_unit"] = unit
+        return facts
+
+    def test_hierarchies_handed_to_another_user_are_refused(self) -> None:
+        problem = only(preflight_problems(self.facts(), {"allow_cgroup_v1": True, "host": "node1"}), "cgroup v1")
+        assert problem.startswith("Host node1: The host uses cgroup v1, where controllers cannot be delegated")
+        assert "alice (uid 1002) owns /sys/fs/cgroup/cpu,cpuacct, /sys/fs/cgroup/memory" in problem
+        assert "u7s_user u7s would fail at kubeadm init" in problem
+        assert "host_prereqs_cgroup_v1_chown" in problem
+        assert "Fix: run this cluster on other hosts, or as alice (u7s_user)" in problem
+        assert "cgroup v2" in problem.split("Fix:")[1]
+
+    def test_the_chown_unit_of_another_user_is_refused(self) -> None:
+        facts = self.facts(hierarchies=[], unit=ALICE_UNIT)
+        problem = only(preflight_problems(facts, {"allow_cgroup_v1": True}), "cgroup v1")
+        assert "/etc/systemd/system/u7s-cgroup-v1-chown.service hands them to alice (uid 1002) at every boot" in problem
+
+    def test_the_users_own_delegation_is_fine(self) -> None:
+        mine = [dict(item, uid=1001, owner="u7s") if item["uid"] else item for item in V1_HIERARCHIES]
+        unit = dict(ALICE_UNIT, uid=1001, user="u7s")
+        assert preflight_problems(self.facts(mine, unit), {"allow_cgroup_v1": True}) == []
+
+    def test_a_user_not_created_yet_is_matched_by_name_in_the_unit(self) -> None:
+        facts = self.facts(hierarchies=[], unit=dict(ALICE_UNIT, user="u7s"))
+        facts["user"] = {"name": "u7s", "exists": False, "uid": None, "gid": None, "home": None, "shell": None}
+        assert preflight_problems(facts, {"allow_cgroup_v1": True, "create_user": True}) == []
+
+    def test_root_owned_hierarchies_are_fine(self) -> None:
+        root_owned = [dict(item, uid=0, owner="root") for item in V1_HIERARCHIES]
+        assert preflight_problems(self.facts(root_owned), {"allow_cgroup_v1": True}) == []
+
+    def test_only_the_cgroup_v1_refusal_when_v1_is_not_accepted(self) -> None:
+        problems = preflight_problems(self.facts())
+        assert len(problems) == 1 and "u7s_allow_cgroup_v1" in problems[0]
+
+    def test_cgroup_v2_hosts_carry_several_tenants(self) -> None:
+        facts = load("debian13_cgroup_v2")
+        facts["cgroup"]["v1_hierarchies"] = []
+        facts["cgroup"]["v1_chown_unit"] = ALICE_UNIT  # a leftover unit means nothing on cgroup v2
+        assert preflight_problems(facts, {"allow_cgroup_v1": True}) == []
+
+
+PORTS = [{"port": 2379, "protocol": "tcp"}, {"port": 6443, "protocol": "tcp"},
+         {"port": 10250, "protocol": "tcp"}, {"port": 8472, "protocol": "udp"}]
+PORT_NAMES = {"2379/tcp": "u7s_port_etcd", "6443/tcp": "u7s_port_apiserver", "10250/tcp": "u7s_port_kubelet",
+              "8472/udp": "u7s_port_vxlan"}
+
+
+class TestUnprivilegedPortStart:
+    def problems(self, start: t.Any, ports=None) -> list[str]:
+        facts = load("debian13_cgroup_v2")
+        facts["sysctl"]["net.ipv4.ip_unprivileged_port_start"] = start
+        return preflight_problems(facts, {"host": "node1", "published_ports": PORTS if ports is None else ports,
+                                          "port_names": PORT_NAMES})
+
+    def test_ports_below_the_hosts_start_are_refused(self) -> None:
+        (problem,) = self.problems(8000)
+        assert problem == (
+            "Host node1: ports 2379/tcp (u7s_port_etcd), 6443/tcp (u7s_port_apiserver) are below "
+            "net.ipv4.ip_unprivileged_port_start (8000) on this host, so the rootless engine cannot publish them. "
+            "Fix: give the cluster ports from 8000 on (u7s_port_apiserver, u7s_port_etcd), or lower "
+            "net.ipv4.ip_unprivileged_port_start on this host to 2379 (sysctl -w, and persist it in /etc/sysctl.d/).")
+
+    def test_one_port_and_an_extra_port(self) -> None:
+        (problem,) = self.problems(3000, [{"port": 2500, "protocol": "udp"}, {"port": 3000, "protocol": "tcp"}])
+        assert "port 2500/udp (u7s_extra_ports) is below" in problem and "publish it." in problem
+
+    @pytest.mark.parametrize("start", [1024, 0, None, "2379"])
+    def test_ports_from_the_start_on_are_fine(self, start: t.Any) -> None:
+        assert self.problems(start) == []
+
+    def test_no_ports_no_problem(self) -> None:
+        assert self.problems(65535, []) == []
+
+
+def test_unsupported_os_names_the_role_variable() -> None:
+    facts = load("debian13_cgroup_v2")
+    facts["distribution_major_version"] = "10"
+    problem = only(preflight_problems(facts), "Unsupported")
+    assert "host_prereqs_allow_unsupported_os: true" in problem
+    assert preflight_problems(facts, {"allow_unsupported_os": True}) == []
+
+
+class TestAppArmorProfileNames:
+    def test_one_profile_per_binary_named_by_basename(self) -> None:
+        assert apparmor_userns_profiles(["/usr/bin/rootlesskit", "/usr/local/bin/slirp4netns"]) == [
+            {"name": "u7s-userns-rootlesskit", "binary": "/usr/bin/rootlesskit"},
+            {"name": "u7s-userns-slirp4netns", "binary": "/usr/local/bin/slirp4netns"},
+        ]
+
+    def test_binaries_sharing_a_basename_get_distinct_names(self) -> None:
+        profiles = apparmor_userns_profiles(["/usr/bin/rootlesskit", "/opt/rootless/bin/rootlesskit",
+                                             "/usr/bin/rootlesskit/"])
+        names = [profile["name"] for profile in profiles]
+        assert len(profiles) == 2 and len(set(names)) == 2
+        assert all(name.startswith("u7s-userns-rootlesskit-") and len(name) == len("u7s-userns-rootlesskit-") + 8
+                   for name in names)
+        # Stable from run to run: the name depends on the path only.
+        assert apparmor_userns_profiles(["/opt/rootless/bin/rootlesskit", "/usr/bin/rootlesskit"])[1] == profiles[0]
+
+    def test_binaries_the_distribution_covers_get_none(self) -> None:
+        ubuntu = [{"binary": "/usr/bin/rootlesskit", "profile": "rootlesskit", "file": "/etc/apparmor.d/rootlesskit"}]
+        assert apparmor_userns_profiles(["/usr/bin/rootlesskit"], ubuntu) == []
+        assert apparmor_userns_profiles(["/usr/bin/rootlesskit", "/opt/bin/rootlesskit"], ubuntu) == [
+            {"name": "u7s-userns-rootlesskit-%s" % apparmor_userns_profiles(
+                ["/opt/bin/rootlesskit", "/x/rootlesskit"])[0]["name"].rsplit("-", 1)[1],
+             "binary": "/opt/bin/rootlesskit"}]

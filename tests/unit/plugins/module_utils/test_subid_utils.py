@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from ansible_collections.u7s.cluster.plugins.module_utils import subid
 from ansible_collections.u7s.cluster.plugins.module_utils.subid import (
     SubidConflictError,
     SubidEntry,
@@ -193,3 +194,92 @@ class TestPlan:
 def test_append_entry() -> None:
     assert append_entry("", "u7s", SubidRange(1, 65536)) == "u7s:1:65536\n"
     assert append_entry("# c\n", "u7s", SubidRange(1, 65536)) == "# c\nu7s:1:65536\n"
+
+
+# --- the host's own IDs (issue 12, finding 7) -----------------------------------------------------
+
+USERS = [{"name": "root", "id": 0}, {"name": "nobody", "id": 65534}, {"name": "alice", "id": 1001},
+         {"name": "bob", "id": 1002}, {"name": "carol", "id": 1003}, {"name": "dave", "id": 1004},
+         {"name": "svc", "id": 170000}]
+
+
+class TestLoginDefs:
+    def test_defaults_where_unset(self) -> None:
+        values = subid.parse_login_defs("# comment\nUID_MIN 2000\nSUB_UID_MIN\t500000\nUMASK 022\nGID_MIN x\n")
+        assert values["UID_MIN"] == 2000 and values["SUB_UID_MIN"] == 500000
+        assert values["GID_MIN"] == 1000 and values["SYS_UID_MAX"] == 999 and "UMASK" not in values
+
+    def test_system_limit_is_uid_min_or_past_sys_uid_max(self) -> None:
+        assert subid.system_limit("subuid", None) == 1000
+        assert subid.system_limit("subuid", {"UID_MIN": 500}) == 1000  # SYS_UID_MAX 999 still counts
+        assert subid.system_limit("subgid", {"GID_MIN": 5000, "SYS_GID_MAX": 4999}) == 5000
+        assert subid.subordinate_min("subgid", {"SUB_GID_MIN": 200000}) == 200000
+
+
+class TestAllocatorKeepsClearOfRealIds:
+    def test_skips_an_account_inside_the_first_free_range(self) -> None:
+        reserved = subid.reserved_ranges("subuid", None, [{"name": "svc", "id": 120000}])
+        assert find_free_start([], 65536, 100000, reserved) == 120001
+
+    def test_never_starts_in_the_system_range(self) -> None:
+        reserved = subid.reserved_ranges("subuid", {"UID_MIN": 1000}, [])
+        assert find_free_start([], 65536, 1, reserved) == 1000
+
+    def test_plan_allocates_clear_of_accounts_and_entries(self) -> None:
+        plan = plan_subid("/etc/subuid", "alice:100000:65536\n", "u7s", 1005, min_start=100000,
+                          kind="subuid", accounts=USERS)
+        # 165536..231071 holds svc (170000): the next free start is past it.
+        assert plan.range == SubidRange(170001, 65536)
+
+    def test_plan_refuses_a_recorded_range_over_accounts(self) -> None:
+        with pytest.raises(SubidConflictError) as raised:
+            plan_subid("/etc/subuid", "u7s:1000:65536\n", "u7s", 1005, kind="subuid", accounts=USERS)
+        assert "line 1 'u7s:1000:65536'" in str(raised.value) and "Fix:" in str(raised.value)
+
+    def test_without_kind_the_old_behaviour_stays(self) -> None:
+        assert plan_subid("/etc/subuid", "u7s:1000:65536\n", "u7s", 1005).changed is False
+
+
+class TestAccountRangeProblems:
+    def problems(self, text: str, kind: str = "subuid", accounts=None, host: str | None = "h1") -> list[str]:
+        entries = list(parse_subid(text).entries)
+        return subid.account_range_problems(entries, "u7s", 1005, 65536, "/etc/%s" % kind, kind, None,
+                                            USERS if accounts is None else accounts, host)
+
+    def test_a_range_from_1000_takes_in_the_system_range_and_accounts(self) -> None:
+        (problem,) = self.problems("other:100000:65536\nu7s:1000:65536\n")
+        assert problem.startswith("Host h1: /etc/subuid line 2 'u7s:1000:65536' gives user 'u7s' "
+                                  "the subordinate UIDs 1000-66535")
+        assert "system UIDs" not in problem  # UID_MIN itself is the first non-system UID
+        assert "which take in the UIDs of the accounts alice (1001), bob (1002), carol (1003) and 2 more" in problem  # dave, nobody
+        assert "Fix: while the user runs no containers on this host, replace that line by u7s:170001:65536" in problem
+        assert "a node already running on the old range keeps it" in problem
+
+    def test_a_range_from_500_takes_in_both(self) -> None:
+        (problem,) = self.problems("u7s:500:65536\n")
+        assert ("which take in the system UIDs 0-999 (below UID_MIN 1000, /etc/login.defs) and the UIDs of the "
+                "accounts alice (1001)") in problem
+
+    def test_a_range_in_the_system_range_only(self) -> None:
+        (problem,) = self.problems("u7s:10:500\n", accounts=[])
+        assert "the subordinate UIDs 10-509, which take in the system UIDs 0-999" in problem
+        assert "accounts" not in problem.split("Fix:")[0]
+
+    def test_one_account_is_named_alone(self) -> None:
+        (problem,) = self.problems("u7s:169000:65536\n")
+        assert "the UIDs of the account svc (170000)," in problem
+
+    def test_groups_for_subgid(self) -> None:
+        (problem,) = self.problems("u7s:300000:65536\n", "subgid", [{"name": "docker", "id": 300100}])
+        assert "/etc/subgid line 1" in problem and "subordinate GIDs 300000-365535" in problem
+        assert "the GIDs of the group docker (300100)" in problem and "every group" in problem
+
+    def test_clear_ranges_and_other_cases_are_fine(self) -> None:
+        assert self.problems("u7s:200000:65536\n") == []
+        assert self.problems("alice:1000:65536\n") == []  # another user's range is not the cluster user's
+        assert self.problems("u7s:200000:65536\nu7s:300000:65536\n") == []  # duplicates: user_range_problems
+        assert self.problems("u7s:1000:0\n", accounts=[]) == []  # an empty range takes in nothing
+
+    def test_without_a_host_the_message_starts_with_the_file(self) -> None:
+        (problem,) = self.problems("u7s:1000:65536\n", host=None)
+        assert problem.startswith("/etc/subuid line 1")

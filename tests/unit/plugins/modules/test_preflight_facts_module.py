@@ -30,8 +30,9 @@ def run(run_module: t.Callable[..., dict[str, t.Any]]) -> t.Callable[..., dict[s
 def test_returns_facts_and_ansible_facts_unchanged(monkeypatch, run, check_mode: bool) -> None:
     asked = []
 
-    def gather(user: str) -> dict[str, t.Any]:
+    def gather(user: str, apparmor_binaries: t.Sequence[str] = ()) -> dict[str, t.Any]:
         asked.append(user)
+        assert list(apparmor_binaries) == []
         return FAKE_FACTS
 
     monkeypatch.setattr(preflight_facts_module, "gather_preflight_facts", gather)
@@ -53,5 +54,6 @@ def test_on_this_machine(run) -> None:
         "user.max_user_namespaces",
         "kernel.unprivileged_userns_clone",
         "kernel.apparmor_restrict_unprivileged_userns",
+        "net.ipv4.ip_unprivileged_port_start",
     }
     assert isinstance(facts["subuid"], list) and isinstance(facts["subgid"], list)

@@ -137,3 +137,26 @@ def test_malformed_lines_warn_and_stay(paths, run, module_warnings) -> None:
     assert result["changed"] is True
     assert module_warnings == ["%s line 1 is not owner:start:count and is ignored: 'this is not an entry'" % paths["subuid_path"]]
     assert read(paths["subuid_path"]) == "this is not an entry\n%s:100000:65536\n" % USER
+
+
+def test_allocation_keeps_clear_of_accounts_and_login_defs(paths, run, monkeypatch) -> None:
+    """An account at 100000 and a group at 200100: the ranges start past them (issue 12, finding 7)."""
+    monkeypatch.setattr(subid_module, "read_accounts", lambda: {
+        "users": [{"name": "root", "id": 0}, {"name": "svc", "id": 100000}],
+        "groups": [{"name": "root", "id": 0}, {"name": "grp", "id": 200100}]})
+    monkeypatch.setattr(subid_module, "read_login_defs",
+                        lambda: {"UID_MIN": 1000, "GID_MIN": 1000, "SUB_UID_MIN": 100000, "SUB_GID_MIN": 200000})
+    result = run(dict(user=USER, **paths))
+    assert result["subuid"] == {"start": 100001, "count": 65536}
+    assert result["subgid"] == {"start": 200101, "count": 65536}
+
+
+def test_a_recorded_range_over_an_account_is_refused(paths, run, monkeypatch) -> None:
+    monkeypatch.setattr(subid_module, "read_accounts", lambda: {
+        "users": [{"name": "alice", "id": 1002}], "groups": []})
+    write(paths["subuid_path"], "%s:1000:65536\n" % USER)
+    result = run(dict(user=USER, **paths))
+    assert result["failed"] is True
+    assert "the account alice (1002)" in result["msg"] and "Fix:" in result["msg"]
+    assert read(paths["subuid_path"]) == "%s:1000:65536\n" % USER
+    assert not os.path.exists(paths["subgid_path"])
