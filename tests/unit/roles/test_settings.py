@@ -397,6 +397,8 @@ KUBECONFIG_TASKS = [
      "kubeconfig"),
     ("kubeadm", "join.yml", "Get a join token and the discovery data from the API (once, only when a host must join)",
      "u7s.cluster.join_token", "kubeconfig"),
+    ("kubeadm", "join.yml", "Ask the API whether it knows this node (a join that left its kubelet.conf but no marker)",
+     "kubernetes.core.k8s_info", "kubeconfig"),
     ("kubeadm", "kubeconfig.yml", "Write the controller's kubeconfig (the API server by the host address)",
      "ansible.builtin.copy", "dest"),
 ]
