@@ -1,8 +1,8 @@
 """Last of the checks (file order): a worker host restarts, like a reboot, and the cluster heals by itself.
 
-Linger starts the user's engine, which restarts the node container (restart policy always); the
-kubelet renews its lease, flannel turns checksum offload off on the new VXLAN device, and pods on
-the two hosts reach each other again. Test-bed hosts are containers named u7s-tb-<host>.
+The firewall unit loads its table at boot; linger starts the user's engine, which restarts the node
+container (restart policy always); the kubelet renews its lease, flannel turns checksum offload off
+on the new VXLAN device, and pods on the two hosts reach each other again. Test-bed hosts are containers named u7s-tb-<host>.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def test_a_restarted_worker_comes_back(core, busybox_image):
         if pod.metadata.namespace in ("kube-system", "kube-flannel")))
 
     host = testinfra.get_host(f"ansible://{worker}", ansible_inventory=inventory)
+    # The firewall's unit loads its table at boot (u7s_<user>: the test bed's user is a plain name).
+    assert host.run(f"sudo nft list table inet u7s_{user}").rc == 0, "no firewall table after the restart"
     uid = host.user(user).uid
     env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
     wait_for("tx checksum offload off on the new flannel.1", lambda: "tx-checksum-ip-generic: off" in host.run(

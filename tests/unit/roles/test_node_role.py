@@ -15,7 +15,6 @@ import pytest
 from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import RECORDED_SETTINGS
 from rendering import (
     CONTAINER_MODULES,
-    evaluate,
     inventory_vars_of_test_bed,
     kubeadm_init_config,
     node_container as container,
