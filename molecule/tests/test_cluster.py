@@ -136,9 +136,27 @@ def test_nodeport_answers_the_other_host(workload, other_host, hostvars):
 
 
 def test_vxlan_checksum_offload_is_off(as_user, engine):
+    """The node's own service keeps it off (no pod of the cluster reads the node's root filesystem)."""
     result = as_user(f"{engine} exec u7s-node ethtool --show-offload flannel.1")
     assert result.rc == 0, result.stderr
     assert "tx-checksum-ip-generic: off" in result.stdout, result.stdout
+    service = as_user(f"{engine} exec u7s-node systemctl is-active u7s-vxlan-checksum.service")
+    assert service.stdout.strip() == "active", service.stdout + service.stderr
+
+
+CONTROL_PLANE_POD_PREFIXES = ("etcd-", "kube-apiserver-", "kube-controller-manager-", "kube-scheduler-")
+
+
+def test_no_pod_mounts_the_nodes_root_or_its_secrets(core):
+    """Only kubeadm's control-plane static pods mount the node's credentials; no pod mounts its root."""
+    found = []
+    for pod in core.list_pod_for_all_namespaces().items:
+        control_plane = pod.metadata.namespace == "kube-system" and pod.metadata.name.startswith(CONTROL_PLANE_POD_PREFIXES)
+        for volume in pod.spec.volumes or []:
+            path = volume.host_path.path.rstrip("/") if volume.host_path else None
+            if path == "" or (not control_plane and path and path.startswith(("/etc/kubernetes", "/var/lib/etcd"))):
+                found.append((pod.metadata.namespace, pod.metadata.name, volume.host_path.path))
+    assert found == []
 
 
 def test_no_join_token_left_on_the_host(host, cluster_user):

@@ -160,25 +160,15 @@ def test_daemon_set_runs_on_the_host_network():
     assert spec["priorityClassName"] == "system-node-critical"
 
 
-# --- the VXLAN checksum side container ---------------------------------------------------------
+# --- no pod reads the node's root filesystem ---------------------------------------------------
 
-@pytest.mark.parametrize(("inventory", "device"), [({}, "flannel.1"), ({"flannel_vxlan_vni": 4}, "flannel.4")])
-def test_checksum_container_fixes_flannels_device(inventory, device):
-    sidecar = containers(inventory)["vxlan-checksum"]
-    assert sidecar["command"] == ["/bin/sh", "-c"]
-    (script,) = sidecar["args"]
-    assert f"dev={device}\n" in script
-    assert 'chroot /host ethtool --offload "$dev" tx-checksum-ip-generic off' in script
-    assert {"NET_ADMIN", "SYS_CHROOT"} <= set(sidecar["securityContext"]["capabilities"]["add"])
-    assert config_file("net-conf.json", inventory)["Backend"]["VNI"] == int(device.split(".")[1])
-
-
-def test_checksum_container_mounts_the_node_root_read_only():
-    sidecar = containers()["vxlan-checksum"]
-    (mount,) = sidecar["volumeMounts"]
-    assert mount == {"name": "host-root", "mountPath": "/host", "readOnly": True}
-    volumes = {volume["name"]: volume for volume in pod_spec()["volumes"]}
-    assert volumes["host-root"]["hostPath"]["path"] == "/"
+def test_no_container_mounts_the_nodes_root():
+    """UDP checksum offload is the node's own service (node_image), so no pod can read the CA key or admin.conf."""
+    paths = {volume["name"]: volume.get("hostPath", {}).get("path") for volume in pod_spec()["volumes"]}
+    assert "/" not in paths.values()
+    assert not any(path and path.startswith(("/etc/kubernetes", "/var/lib/etcd")) for path in paths.values())
+    for name, container in containers().items():
+        assert "SYS_CHROOT" not in (container.get("securityContext") or {}).get("capabilities", {}).get("add", []), name
 
 
 # --- images and pins -------------------------------------------------------------------------
@@ -191,7 +181,7 @@ def test_images_are_the_variables():
     variables = role_variables("flannel")
     flannel, cni_plugin = variables["flannel_image"], variables["flannel_cni_plugin_image"]
     assert images() == {"install-cni-plugin": cni_plugin, "install-cni": flannel,
-                        "kube-flannel": flannel, "vxlan-checksum": flannel}
+                        "kube-flannel": flannel}
 
 
 def test_test_bed_uses_the_offline_cni_plugin_image():

@@ -189,3 +189,41 @@ def test_entrypoint_refuses_a_missing_host_ip(tmp_path):
     result = subprocess.run(["sh", "-c", (ROLE / "files/u7s-entrypoint").read_text(), "u7s-entrypoint", "true"],
                             env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "HOST_IP must be set" in result.stderr
+
+
+def test_the_node_keeps_checksum_offload_off_on_flannels_devices_only(tmp_path):
+    """u7s-vxlan-checksum (a service of the node) turns the offload off where it is on, on flannel.* only."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    fakes = {
+        "ip": "echo '7: flannel.1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue'\n"
+              "echo '8: flannel.4: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue'\n"
+              "echo '9: vxlan0: <BROADCAST,MULTICAST> mtu 1450 qdisc noop'\n",
+        # flannel.1 has the offload on, flannel.4 already off.
+        "ethtool": 'if [ "$1" = --show-offload ]; then\n'
+                   '  if [ "$2" = flannel.1 ]; then echo "tx-checksum-ip-generic: on"; '
+                   'else echo "tx-checksum-ip-generic: off"; fi\n'
+                   f'else echo "$*" >> {calls}; fi\n',
+        # One round of the loop, then stop it.
+        "sleep": "kill -TERM $PPID\n",
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+    result = subprocess.run(["sh", str(ROLE / "files/u7s-vxlan-checksum")], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert calls.read_text() == "--offload flannel.1 tx-checksum-ip-generic off\n"
+    assert "tx-checksum-ip-generic turned off on flannel.1" in result.stdout
+
+
+def test_the_checksum_service_is_enabled_under_usr():
+    """/etc is a volume that keeps the first image's files: the unit and its enabling link live under /usr."""
+    text = dockerfile()
+    assert "COPY u7s-vxlan-checksum.service /usr/lib/systemd/system/\n" in text
+    assert ("ln -sf ../u7s-vxlan-checksum.service "
+            "/usr/lib/systemd/system/multi-user.target.wants/u7s-vxlan-checksum.service") in text
+    context = task_named("node_image", "context.yml",
+                         "Copy the node's entrypoint wrapper, its kubelet drop-in and the VXLAN checksum service")
+    copied = {item["name"] for item in context["loop"]}
+    assert {"u7s-vxlan-checksum", "u7s-vxlan-checksum.service"} <= copied
