@@ -49,6 +49,17 @@ artifacts: deps
 	artifacts/images.sh build
 	artifacts/images.sh verify
 
+# The same for the previous Kubernetes minor (artifacts/versions-previous.env),
+# the upgrade test's starting point. Built before the current ones, so that the
+# images both share (flannel, busybox) end up tagged as the current build has them.
+PREVIOUS_PINS = U7S_VERSIONS_FILE=$(CURDIR)/artifacts/versions-previous.env
+.PHONY: artifacts-previous
+artifacts-previous: deps
+	$(PREVIOUS_PINS) artifacts/bundle.sh build
+	$(PREVIOUS_PINS) artifacts/bundle.sh verify
+	$(PREVIOUS_PINS) artifacts/images.sh build
+	$(PREVIOUS_PINS) artifacts/images.sh verify
+
 .PHONY: testbed-up
 testbed-up: deps
 	$(TESTBED) image
@@ -83,13 +94,14 @@ build: venv
 	tests/check-build.sh
 
 .PHONY: integration
-integration: venv deps artifacts
+integration: venv deps artifacts-previous artifacts
 	$(TESTBED) image
 	@# The node image test (tests/integration/test_node_image.py) fails instead of skipping:
 	@# the images were just built.
 	U7S_REQUIRE_IMAGES=1 pytest -q tests/integration
 	molecule test --scenario-name default
 	molecule test --scenario-name podman
+	molecule test --scenario-name upgrade
 
 .PHONY: test
 test: units lint sanity build integration

@@ -5,7 +5,8 @@
 # PID 1 and sshd, on one bridge network, reached over SSH by Ansible like a
 # real fleet. The product's roles install the container engines inside them.
 #
-# Usage: testbed/testbed.sh deps | image | up [N] | down | purge | status
+# Usage: testbed/testbed.sh deps | image | up [N] | add I | down | purge | status
+#   add I   one more host (hostI) beside a running test bed; prints its inventory entry
 #
 # Environment:
 #   U7S_TESTBED_OS       Debian suite of the hosts (default trixie; bookworm = Debian 12)
@@ -347,6 +348,33 @@ write_inventory() {
     mv "$tmp" "$INVENTORY"
 }
 
+# Start host i (a container on the test bed's network); it boots in the background.
+start_host() {
+    local i=$1 host name ip apt_cache
+    host=host$i name=$CONTAINER_PREFIX$host ip=$(ip_of "$i")
+    apt_cache=$CACHE_DIR/apt-archives/$SUITE/$host
+    mkdir -p "$apt_cache"
+    docker volume create --label "$LABEL" "$name-home" >/dev/null
+    # Flags measured to work here (--privileged does not: no CAP_SYS_RESOURCE).
+    # /home is a volume: the rootless engines keep their storage there,
+    # and overlayfs on the container's own overlayfs would not work.
+    docker run --detach --name "$name" --hostname "$host" \
+        --label "$LABEL" --label "$LABEL_KEY.host=$host" \
+        --network "$NETWORK" --ip "$ip" --network-alias "$host" \
+        --cap-add ALL --cap-drop SYS_RESOURCE \
+        --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+        --security-opt systempaths=unconfined \
+        --device-cgroup-rule 'a *:* rwm' --cgroupns host \
+        --tmpfs /run:rw,nosuid,nodev,exec,mode=0755 \
+        --tmpfs /run/lock:rw,nosuid,nodev,noexec,mode=1777 \
+        --tmpfs /tmp:rw,nosuid,nodev,exec,mode=1777 \
+        --stop-signal SIGRTMIN+3 \
+        --volume "$name-home:/home" \
+        --volume "$apt_cache:/var/cache/apt/archives" \
+        --volume "$KEY.pub:/etc/u7s-testbed/authorized_keys:ro" \
+        "$HOST_IMAGE" >/dev/null
+}
+
 cmd_up() {
     need_root
     local n=${1:-${U7S_TESTBED_HOSTS:-2}} i host name ip
@@ -365,28 +393,7 @@ cmd_up() {
     docker network create --driver bridge --subnet "$SUBNET" --gateway "$(net_prefix).1" \
         --label "$LABEL" "$NETWORK" >/dev/null
     for ((i = 1; i <= n; i++)); do
-        host=host$i name=$CONTAINER_PREFIX$host ip=$(ip_of "$i")
-        local apt_cache=$CACHE_DIR/apt-archives/$SUITE/$host
-        mkdir -p "$apt_cache"
-        docker volume create --label "$LABEL" "$name-home" >/dev/null
-        # Flags measured to work here (--privileged does not: no CAP_SYS_RESOURCE).
-        # /home is a volume: the rootless engines keep their storage there,
-        # and overlayfs on the container's own overlayfs would not work.
-        docker run --detach --name "$name" --hostname "$host" \
-            --label "$LABEL" --label "$LABEL_KEY.host=$host" \
-            --network "$NETWORK" --ip "$ip" --network-alias "$host" \
-            --cap-add ALL --cap-drop SYS_RESOURCE \
-            --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-            --security-opt systempaths=unconfined \
-            --device-cgroup-rule 'a *:* rwm' --cgroupns host \
-            --tmpfs /run:rw,nosuid,nodev,exec,mode=0755 \
-            --tmpfs /run/lock:rw,nosuid,nodev,noexec,mode=1777 \
-            --tmpfs /tmp:rw,nosuid,nodev,exec,mode=1777 \
-            --stop-signal SIGRTMIN+3 \
-            --volume "$name-home:/home" \
-            --volume "$apt_cache:/var/cache/apt/archives" \
-            --volume "$KEY.pub:/etc/u7s-testbed/authorized_keys:ro" \
-            "$HOST_IMAGE" >/dev/null
+        start_host "$i"
     done
     # The hosts boot in parallel; check them one after the other.
     for ((i = 1; i <= n; i++)); do
@@ -400,6 +407,27 @@ cmd_up() {
         printf '%-8s %-16s %s\n' "host$i" "$(ip_of "$i")" "${CONTAINER_PREFIX}host$i"
     done
     printf 'ssh: ssh -i %s admin@%s\n' "$KEY" "$(ip_of 1)"
+}
+
+# One more host beside a running test bed (a node to add to a cluster): host<i>,
+# started and booted; the others are not touched. Prints its inventory entry
+# (the inventory file is left as `up` wrote it: tests write their own).
+cmd_add() {
+    need_root
+    local i=${1:-} host ip
+    [[ $i =~ ^[1-9][0-9]*$ ]] && ((i <= 200)) || die "add: host number must be 1..200, got '$i'"
+    host=host$i ip=$(ip_of "$i")
+    docker network inspect "$NETWORK" >/dev/null 2>&1 || die "add: no test bed is up (run '$0 up' first)"
+    if docker inspect "$CONTAINER_PREFIX$host" >/dev/null 2>&1; then
+        die "add: $host is already up (${CONTAINER_PREFIX}$host)"
+    fi
+    ensure_image
+    ensure_keypair
+    start_host "$i"
+    wait_booted "$CONTAINER_PREFIX$host" "$host"
+    wait_ssh "$host" "$ip"
+    log "$host up at $ip"
+    inventory_host '' "$i"
 }
 
 # Docker objects go only if the engine can be reached (started if installed).
@@ -454,7 +482,7 @@ main() {
     local cmd=${1:-}
     [[ $# -gt 0 ]] && shift
     case $cmd in
-    deps | image | up | down | purge)
+    deps | image | up | add | down | purge)
         # One test bed per machine: serialize everything that changes it.
         take_lock "$LOCK_FILE" 1800
         "cmd_$cmd" "$@"

@@ -10,6 +10,7 @@ import json
 import typing as t
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (
@@ -66,7 +67,7 @@ class ActionModule(ActionBase):
 
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset()
+    _VALID_ARGS = frozenset({"upgrade"})
 
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
         result = super().run(tmp, task_vars)
@@ -107,7 +108,8 @@ class ActionModule(ActionBase):
                 "in_play": name in play_hosts,
             })
 
-        plan = plan_cluster(ClusterInput(group, groups, spec), hosts)
+        upgrade = boolean(self._task.args.get("upgrade", False), strict=True)
+        plan = plan_cluster(ClusterInput(group, groups, spec, upgrade), hosts)
         result["changed"] = False
         result.update(plan)
         if plan["problems"]:

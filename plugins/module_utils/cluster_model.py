@@ -193,6 +193,8 @@ class ClusterInput(t.NamedTuple):
     cluster_group: str
     groups: Mapping[str, Sequence[str]]
     spec: Mapping[str, Mapping[str, t.Any]]
+    # playbooks/upgrade.yml: u7s_kubernetes_version may move running nodes one minor up.
+    upgrade: bool = False
 
 
 class _Problems:
@@ -428,7 +430,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
                 "not per host." % (name, group, variants, group))
 
     _check_cluster_values(cluster, problems)
-    _check_running_nodes(cluster, hosts, problems)
+    _check_running_nodes(cluster, hosts, problems, model.upgrade)
     control_plane = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
 
     # Per host: user, engine, node name, address, extra ports.
@@ -530,6 +532,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
             "gateway": str(network.gateway),
             "node_ip": str(network.node_ip),
             "subnet_source": network.source,
+            "running_version": (host.get("recorded_settings") or {}).get("u7s_kubernetes_version"),
             "publish_address": bind,
             "published_ports": [{"port": port, "protocol": protocol} for _label, port, protocol in named],
             "publish_specs": ["%s:%d:%d/%s" % (bind, port, port, protocol) for _label, port, protocol in named],
@@ -546,9 +549,18 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
             "apiserver_sources": sources, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS}}
 
 
+def _version(text: t.Any) -> tuple[int, int, int] | None:
+    match = KUBERNETES_VERSION.fullmatch(str(text))
+    return (int(match.group(1)), int(match.group(2)), int(match.group(3))) if match else None
+
+
 def _check_running_nodes(cluster: Mapping[str, t.Any], hosts: Sequence[Mapping[str, t.Any]],
-                         problems: _Problems) -> None:
-    """Settings changed since the hosts' nodes were created with them."""
+                         problems: _Problems, upgrade: bool = False) -> None:
+    """Settings changed since the hosts' nodes were created with them.
+
+    The Kubernetes version is playbooks/upgrade.yml's to change (``upgrade``): one minor up at
+    most, never down; every other recorded setting stays.
+    """
     changed: dict[tuple[str, t.Hashable], tuple[t.Any, list[str]]] = {}
     for host in hosts:
         recorded = host.get("recorded_settings")
@@ -557,13 +569,37 @@ def _check_running_nodes(cluster: Mapping[str, t.Any], hosts: Sequence[Mapping[s
         for setting in RECORDED_SETTINGS:
             if setting in recorded and _key(recorded[setting]) != _key(cluster[setting]):
                 changed.setdefault((setting, _key(recorded[setting])), (recorded[setting], []))[1].append(host["name"])
+    target = cluster["u7s_kubernetes_version"]
     for (setting, _value_key), (value, where) in changed.items():
         was = json.dumps(value, sort_keys=True)
+        nodes = "the node%s on %s run%s" % ("s" if len(where) > 1 else "", describe_hosts(where),
+                                            "" if len(where) > 1 else "s")
+        if setting == "u7s_kubernetes_version":
+            problem = _version_change_problem(str(value), str(target), upgrade)
+            if problem:
+                problems.add("u7s_kubernetes_version is %s, but %s %s: %s" % (target, nodes, value, problem))
+            continue
         problems.add(
-            "%s is %s, but the node%s on %s run%s with %s; changing it on a running cluster is not supported yet "
+            "%s is %s, but %s with %s; changing it on a running cluster is not supported yet "
             "(the nodes' Kubernetes keeps the old value). Fix: set %s back to %s."
-            % (setting, json.dumps(cluster[setting], sort_keys=True), "s" if len(where) > 1 else "",
-               describe_hosts(where), "" if len(where) > 1 else "s", was, setting, was))
+            % (setting, json.dumps(cluster[setting], sort_keys=True), nodes, was, setting, was))
+
+
+def _version_change_problem(running: str, target: str, upgrade: bool) -> str | None:
+    """Why running nodes may not move from ``running`` to ``target`` (None: they may, in an upgrade)."""
+    old, new = _version(running), _version(target)
+    if not upgrade:
+        return ("site.yml does not change the Kubernetes version of running nodes. Fix: run playbooks/upgrade.yml "
+                "to move them to %s one node at a time, or set u7s_kubernetes_version back to %s." % (target, running))
+    if old is None or new is None:
+        return None  # _check_cluster_values names a target that is not a version; a recorded one is the node's.
+    if new < old:
+        return ("a downgrade is not supported (kubeadm upgrades only). Fix: set u7s_kubernetes_version to %s or "
+                "a later release." % running)
+    if new[0] != old[0] or new[1] > old[1] + 1:
+        return ("Kubernetes upgrades one minor version at a time (kubeadm refuses skipping one). Fix: upgrade to the "
+                "newest v%d.%d patch first, then to %s." % (old[0], old[1] + 1, target))
+    return None
 
 
 def _check_cluster_values(cluster: Mapping[str, t.Any], problems: _Problems) -> None:

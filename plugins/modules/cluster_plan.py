@@ -21,7 +21,14 @@ description:
   - Returns the plan every role reads; the cost is linear in the number of hosts (n log n for the subnet plan).
   - An action that runs on the controller, once (C(run_once)), in a role that depends on u7s.cluster.settings;
     a host's recorded node subnet is read from its C(settings_node_state) variable (a C(slurp) of its node state file).
-options: {}
+options:
+  upgrade:
+    description:
+      - Plan an upgrade (C(playbooks/upgrade.yml)) - running nodes may be at an older Kubernetes than
+        C(u7s_kubernetes_version), one minor version below at most; a downgrade or a skipped minor is refused.
+      - Without it a running node at another version is refused, naming the upgrade playbook.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -60,6 +67,18 @@ control_plane:
   returned: success
   type: str
   sample: node1
+host_addresses:
+  description: Every known host address of the cluster, sorted; the firewall lets these reach the node's ports.
+  returned: success
+  type: list
+  elements: str
+  sample: ["192.0.2.10", "192.0.2.11"]
+apiserver_sources:
+  description: C(u7s_firewall_apiserver_sources) as networks.
+  returned: success
+  type: list
+  elements: str
+  sample: ["198.51.100.0/24"]
 api_endpoint:
   description:
     - C(host:port) nodes and the controller reach the API server by.
@@ -68,7 +87,8 @@ api_endpoint:
   type: str
   sample: 192.0.2.10:6443
 recorded_settings:
-  description: The settings a running node keeps, which the node role records with it; a later change is refused.
+  description: The settings a running node keeps, which the node role records with it; a later change is refused
+    (the Kubernetes version is the upgrade's to change).
   returned: success
   type: dict
   sample: {"u7s_port_apiserver": 6443, "u7s_cgroup_driver": "systemd"}
@@ -96,9 +116,27 @@ hosts:
       description: C(override) (u7s_node_subnet), C(recorded) (kept from an existing node) or C(allocated).
       type: str
     published_ports:
-      description: The ports the node publishes, each C({port, protocol}).
+      description:
+        - The ports the node publishes, each C({port, protocol}) - the kubelet's and VXLAN's on every host, the API
+          server's on the control plane, etcd's nowhere, and the host's C(u7s_extra_ports).
       type: list
       elements: dict
+    publish_address:
+      description: The host address the ports are bound to (C(u7s_publish_address), else the host's address).
+      type: str
+    publish_specs:
+      description: The same ports as the engines take them, C(<address>:<port>:<port>/<protocol>).
+      type: list
+      elements: str
+    filtered_ports:
+      description:
+        - The node's own ports the firewall filters, each C({port, protocol, sources}) with sources C(cluster)
+          (the inventory's hosts) or C(apiserver) (those, the controller and C(u7s_firewall_apiserver_sources)).
+      type: list
+      elements: dict
+    running_version:
+      description: The Kubernetes version the host's node was recorded with; V(null) for a host without a node.
+      type: str
     port_names:
       description: The setting behind each published port, by C(<port>/<protocol>).
       type: dict

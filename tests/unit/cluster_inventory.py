@@ -119,10 +119,11 @@ def plan(
     records: t.Sequence[t.Mapping[str, t.Any]],
     groups: t.Mapping[str, t.Sequence[str]] | None = None,
     cluster_group: str = CLUSTER_GROUP,
+    upgrade: bool = False,
 ) -> dict[str, t.Any]:
     """plan_cluster over the records, with the real spec; the groups default to the collection's layout."""
     names = [record["name"] for record in records]
-    return plan_cluster(ClusterInput(cluster_group, groups or cluster_groups(names), _spec()), records)
+    return plan_cluster(ClusterInput(cluster_group, groups or cluster_groups(names), _spec(), upgrade), records)
 
 
 def plan_of(

@@ -111,6 +111,20 @@ def load_tasks(role: str, name: str) -> list:
     return trusted(DataLoader().load_from_file(str(ROLES / role / "tasks" / name)))
 
 
+def all_tasks(role: str, file: str) -> list:
+    """Every task of a role's task file, those inside blocks (block, rescue, always) too."""
+    found = []
+
+    def walk(tasks: list) -> None:
+        for task in tasks:
+            found.append(task)
+            for key in ("block", "rescue", "always"):
+                walk(task.get(key) or [])
+
+    walk(load_tasks(role, file))
+    return found
+
+
 def task_named(role: str, file: str, name: str) -> dict:
     """The one task called NAME in a role's task file (looked for inside blocks too)."""
     found = []

@@ -27,6 +27,7 @@ from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (
 )
 from cluster_inventory import plan_of, settings_defaults, settings_spec
 from rendering import (
+    all_tasks,
     CONTAINER_MODULES,
     REPO,
     ROLES,
@@ -401,6 +402,12 @@ KUBECONFIG_TASKS = [
      "kubernetes.core.k8s_info", "kubeconfig"),
     ("kubeadm", "kubeconfig.yml", "Write the controller's kubeconfig (the API server by the host address)",
      "ansible.builtin.copy", "dest"),
+    ("kubeadm", "drain.yml", "Drain the node", "kubernetes.core.k8s_drain", "kubeconfig"),
+    ("kubeadm", "drain.yml", "Find the disruption budgets that allow no eviction", "kubernetes.core.k8s_info", "kubeconfig"),
+    ("kubeadm", "uncordon.yml", "Wait for the node to be Ready at the new version", "kubernetes.core.k8s_info",
+     "kubeconfig"),
+    ("kubeadm", "uncordon.yml", "Uncordon the node", "kubernetes.core.k8s_drain", "kubeconfig"),
+    ("kubeadm", "uncordon.yml", "Wait for the pods on the node", "kubernetes.core.k8s_info", "kubeconfig"),
 ]
 
 
@@ -420,7 +427,7 @@ def test_every_task_that_takes_a_kubeconfig_is_checked():
     found = set()
     for role in OTHER_ROLES:
         for path in sorted((ROLES / role / "tasks").glob("*.yml")):
-            for task in load_tasks(role, path.name):
+            for task in all_tasks(role, path.name):
                 if any(isinstance(arguments, dict) and "kubeconfig" in arguments for arguments in task.values()):
                     found.add((role, path.name, task["name"]))
     assert found == listed

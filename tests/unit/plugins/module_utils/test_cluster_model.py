@@ -383,6 +383,7 @@ def test_plan_of_each_node() -> None:
         "user": "u7s", "engine": "docker", "allow_cgroup_v1": False, "node_name": "u7s-host1",
         "host_address": "192.0.2.11", "subnet": "10.100.0.0/24", "gateway": "10.100.0.1", "node_ip": "10.100.0.2",
         "subnet_source": "allocated",
+        "running_version": None,
         # etcd stays in the node; the API server is on the control plane only.
         "publish_address": "192.0.2.11",
         "published_ports": [{"port": 6443, "protocol": "tcp"}, {"port": 10250, "protocol": "tcp"},
@@ -502,6 +503,61 @@ def test_running_nodes_keep_their_settings_and_older_state_files_pass() -> None:
     assert same["problems"] == []
     older = planned(edit=on_hosts("host1", "host2", recorded_settings=None))
     assert older["problems"] == []
+
+
+def running(version: str, **settings: t.Any) -> Edit:
+    """Both hosts run nodes recorded with the default settings, at VERSION (and SETTINGS)."""
+    recorded = {**planned()["recorded_settings"], "u7s_kubernetes_version": version, **settings}
+    return on_hosts("host1", "host2", recorded_settings=recorded)
+
+
+def upgrade_plan(target: str, edit: Edit) -> dict[str, t.Any]:
+    records = records_of(HOSTS, {"u7s_kubernetes_version": target})
+    edit(records)
+    return plan(records, upgrade=True)
+
+
+def test_site_refuses_a_new_version_and_names_the_upgrade_playbook() -> None:
+    result = planned({"u7s_kubernetes_version": "v1.36.4"}, edit=running("v1.35.8"))
+    assert result["problems"] == [
+        "u7s_kubernetes_version is v1.36.4, but the nodes on hosts host1, host2 run v1.35.8: site.yml does not change the "
+        "Kubernetes version of running nodes. Fix: run playbooks/upgrade.yml to move them to v1.36.4 one node at a "
+        "time, or set u7s_kubernetes_version back to v1.35.8."]
+
+
+@pytest.mark.parametrize("running_version", ["v1.35.8", "v1.36.0", "v1.36.4"])
+def test_upgrade_moves_one_minor_up_or_a_patch(running_version) -> None:
+    result = upgrade_plan("v1.36.4", running(running_version))
+    assert result["problems"] == []
+    assert {node["running_version"] for node in result["hosts"].values()} == {running_version}
+
+
+@pytest.mark.parametrize(("running_version", "marker"), [
+    ("v1.36.5", "a downgrade is not supported"),
+    ("v1.34.2", "one minor version at a time"),
+    ("v0.36.4", "one minor version at a time"),
+])
+def test_upgrade_refuses_a_downgrade_or_a_skipped_minor(running_version, marker) -> None:
+    (problem,) = upgrade_plan("v1.36.4", running(running_version))["problems"]
+    assert marker in problem and "Fix:" in problem and "host1, host2" in problem
+
+
+def test_upgrade_still_keeps_every_other_recorded_setting() -> None:
+    (problem,) = upgrade_plan("v1.36.4", running("v1.35.8", u7s_pod_cidr="10.32.0.0/12"))["problems"]
+    assert problem.startswith("u7s_pod_cidr is ") and "set u7s_pod_cidr back to" in problem
+
+
+def test_a_half_upgraded_cluster_finishes_its_upgrade() -> None:
+    """A run that stopped between nodes leaves two versions; the upgrade takes both to the target."""
+    recorded = planned()["recorded_settings"]
+
+    def mixed(records):
+        records[0]["recorded_settings"] = {**recorded, "u7s_kubernetes_version": "v1.36.4"}
+        records[1]["recorded_settings"] = {**recorded, "u7s_kubernetes_version": "v1.35.8"}
+
+    result = upgrade_plan("v1.36.4", mixed)
+    assert result["problems"] == []
+    assert [node["running_version"] for node in result["hosts"].values()] == ["v1.36.4", "v1.35.8"]
 
 
 class TaggedStr(str):

@@ -1,0 +1,1 @@
+../tests/cluster_helpers.py

@@ -1,0 +1,176 @@
+"""playbooks/upgrade.yml end to end: the previous minor to the current pin, while a workload answers HTTP.
+
+The scenario brought both hosts up at the version of artifacts/versions-previous.env. A Deployment
+with two replicas (one per node, a PodDisruptionBudget keeps one) answers on a NodePort; a client
+on the controller asks every 0.2 s, trying the other host when one does not answer (as a load
+balancer in front of the hosts would). The upgrade to artifacts/versions.env's pin then runs once;
+the failed requests are counted and reported. A second run changes nothing, and a downgrade is
+refused before anything changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+from cluster_helpers import NAMESPACE, wait_for
+
+client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
+
+REPO = Path(__file__).resolve().parents[2]
+APP = "upgrade-web"
+NODE_PORT = 30080
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+
+
+def pin(name: str, file: str) -> str:
+    text = (REPO / "artifacts" / file).read_text()
+    return re.search(rf"^{name}=(\S+)$", text, re.M).group(1)
+
+
+PREVIOUS, CURRENT = pin("K8S_VERSION", "versions-previous.env"), pin("K8S_VERSION", "versions.env")
+
+
+def run_playbook(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=3000, check=False,
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    return {match[0]: {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match[1])}
+            for match in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
+
+
+def kubelet_versions(core) -> dict[str, str]:
+    return {node.metadata.name: node.status.node_info.kubelet_version for node in core.list_node().items}
+
+
+def all_ready(core) -> bool:
+    return all(any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+               for node in core.list_node().items)
+
+
+class Prober(threading.Thread):
+    """Asks the NodePort every 0.2 s, the next host on failure; counts what failed."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.addresses = addresses
+        self.stop = threading.Event()
+        self.requests = self.first_try_failed = self.failed = 0
+
+    def run(self) -> None:
+        turn = 0
+        while not self.stop.is_set():
+            self.requests += 1
+            ok = False
+            for attempt in range(len(self.addresses)):
+                address = self.addresses[(turn + attempt) % len(self.addresses)]
+                try:
+                    with urllib.request.urlopen(f"http://{address}:{NODE_PORT}/", timeout=2) as answer:
+                        ok = b"upgrade-web" in answer.read()
+                except OSError:
+                    ok = False
+                if ok:
+                    break
+                if attempt == 0:
+                    self.first_try_failed += 1
+            if not ok:
+                self.failed += 1
+            turn += 1
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def workload(core, api, busybox_image):
+    apps, policy = client.AppsV1Api(api), client.PolicyV1Api(api)
+    for node in core.list_node().items:
+        taints = [t.to_dict() for t in node.spec.taints or [] if t.key != CONTROL_PLANE_TAINT]
+        core.patch_node(node.metadata.name, {"spec": {"taints": taints}})
+    labels = {"app": APP}
+    apps.create_namespaced_deployment(NAMESPACE, {
+        "metadata": {"name": APP},
+        "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                               "whenUnsatisfiable": "ScheduleAnyway",
+                                               "labelSelector": {"matchLabels": labels}}],
+                "containers": [{"name": "web", "image": busybox_image, "imagePullPolicy": "Never",
+                                "command": ["sh", "-c", "mkdir -p /www && echo upgrade-web > /www/index.html "
+                                            "&& exec httpd -f -p 80 -h /www"],
+                                "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1}}]}}},
+    })
+    policy.create_namespaced_pod_disruption_budget(NAMESPACE, {
+        "metadata": {"name": APP}, "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}})
+    core.create_namespaced_service(NAMESPACE, {
+        "metadata": {"name": APP},
+        "spec": {"type": "NodePort", "selector": labels, "ports": [{"port": 80, "targetPort": 80, "nodePort": NODE_PORT}]},
+    })
+    wait_for("2 ready replicas", lambda: (apps.read_namespaced_deployment(APP, NAMESPACE).status.ready_replicas or 0) == 2)
+    yield
+    apps.delete_namespaced_deployment(APP, NAMESPACE)
+    policy.delete_namespaced_pod_disruption_budget(APP, NAMESPACE)
+    core.delete_namespaced_service(APP, NAMESPACE)
+
+
+@pytest.fixture(scope="module")
+def upgraded(core, workload):
+    assert set(kubelet_versions(core).values()) == {PREVIOUS}, kubelet_versions(core)
+    runner = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
+    addresses = [runner.get_variables(name)["ansible_host"] for name in sorted(runner.get_hosts("u7s_cluster"))]
+    prober = Prober(addresses)
+    prober.start()
+    time.sleep(5)
+    started = time.monotonic()
+    result = run_playbook("playbooks/upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}")
+    seconds = time.monotonic() - started
+    time.sleep(5)
+    prober.stop.set()
+    prober.join()
+    print(f"\nupgrade {PREVIOUS} -> {CURRENT}: {seconds:.0f} s for {len(addresses)} nodes "
+          f"({seconds / len(addresses):.0f} s per node); HTTP requests: {prober.requests}, "
+          f"failed on the first host tried: {prober.first_try_failed}, failed on every host: {prober.failed}")
+    return {"result": result, "prober": prober, "seconds": seconds}
+
+
+def test_the_upgrade_runs(upgraded):
+    result = upgraded["result"]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
+
+
+def test_every_node_runs_the_new_version(upgraded, core):
+    wait_for("every node Ready", lambda: all_ready(core))
+    assert set(kubelet_versions(core).values()) == {CURRENT}, kubelet_versions(core)
+    apiserver = [pod for pod in core.list_namespaced_pod("kube-system").items
+                 if pod.metadata.name.startswith("kube-apiserver-")]
+    assert [pod.spec.containers[0].image.rsplit(":", 1)[1] for pod in apiserver] == [CURRENT]
+
+
+def test_the_workload_kept_answering(upgraded):
+    prober = upgraded["prober"]
+    assert prober.requests > 100
+    assert prober.failed == 0, f"{prober.failed} of {prober.requests} requests found no host answering"
+
+
+def test_a_second_run_changes_nothing(upgraded):
+    result = run_playbook("playbooks/upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}")
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert {host: counts["changed"] for host, counts in recap(result.stdout).items()} == {"host1": 0, "host2": 0}
+
+
+def test_a_downgrade_is_refused_before_any_change(upgraded, core):
+    result = run_playbook("playbooks/upgrade.yml", "-e", f"u7s_kubernetes_version={PREVIOUS}")
+    assert result.returncode != 0
+    assert "a downgrade is not supported" in " ".join(result.stdout.split())
+    assert all(counts["changed"] == 0 for counts in recap(result.stdout).values())
+    assert set(kubelet_versions(core).values()) == {CURRENT}
