@@ -96,8 +96,11 @@ def test_certificates_are_reported_read_only_then_renewed(api, control_plane):
     renew = playbook("certs.yml", "kubeadm_certs_renew=true")
     assert succeeded(renew)[control_plane] > 0
 
-    after = wait_for("the API server to serve its renewed certificate",
-                     lambda: (lambda cert: cert if cert != before else None)(served_certificate(api)), timeout=120)
+    def renewed():
+        cert = served_certificate(api)
+        return cert if cert != before else None
+
+    after = wait_for("the API server to serve its renewed certificate", renewed, timeout=120)
     assert after[0] > before[0] or after[1] != before[1], (before, after)
     assert after[0] >= before[0]
 

@@ -167,7 +167,7 @@ def restore_refusal(snapshot: t.Any, found: t.Any, confirm: t.Any, host: str) ->
     found = found if isinstance(found, Mapping) else {}
     if not found.get("exists"):
         return ("%s: etcd_restore_snapshot (%s) does not exist on the controller; nothing was changed. Fix: give the "
-                "path of a snapshot etcd-backup.yml fetched (relative paths are the playbook's directory's)."
+                "path of a snapshot etcd-backup.yml fetched (a relative path is taken from the directory ansible-playbook runs in)."
                 % (host, snapshot))
     if not found.get("isreg"):
         return ("%s: etcd_restore_snapshot (%s) is not a regular file on the controller; nothing was changed. "
