@@ -21,7 +21,18 @@ description:
   - Returns the plan every role reads; the cost is linear in the number of hosts (n log n for the subnet plan).
   - An action that runs on the controller, once (C(run_once)), in a role that depends on u7s.cluster.settings;
     a host's recorded node subnet is read from its C(settings_node_state) variable (a C(slurp) of its node state file).
-options: {}
+options:
+  purpose:
+    description:
+      - V(bring-up) checks the inventory against the nodes the hosts already run (their recorded subnets are kept,
+        a setting changed under a running node is refused).
+      - V(reset) (C(playbooks/reset.yml), C(playbooks/remove-node.yml)) ignores what the hosts run, so a half-broken
+        cluster, a changed setting or hosts outside C(--limit) do not refuse the reset; the inventory itself is
+        checked as ever, and the subnets it plans are those of new nodes.
+    type: str
+    choices: [bring-up, reset]
+    default: bring-up
+    version_added: 0.2.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

@@ -401,6 +401,8 @@ KUBECONFIG_TASKS = [
      "kubernetes.core.k8s_info", "kubeconfig"),
     ("kubeadm", "kubeconfig.yml", "Write the controller's kubeconfig (the API server by the host address)",
      "ansible.builtin.copy", "dest"),
+    ("kubeadm", "remove.yml", "Ask the API for the node", "kubernetes.core.k8s_info", "kubeconfig"),
+    ("kubeadm", "reset.yml", "Remove the controller's kubeconfig with the control plane", "ansible.builtin.file", "path"),
 ]
 
 
