@@ -10,12 +10,12 @@ import json
 import typing as t
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (
     CONTROLLER_SETTINGS,
     RENAMED,
+    PURPOSES,
     ClusterInput,
     plan_cluster,
 )
@@ -67,12 +67,16 @@ class ActionModule(ActionBase):
 
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset({"upgrade"})
+    _VALID_ARGS = frozenset({"purpose"})
 
     def run(self, tmp: t.Any = None, task_vars: dict[str, t.Any] | None = None) -> dict[str, t.Any]:
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
+        purpose = self._task.args.get("purpose", "bring-up")
+        if purpose not in PURPOSES:
+            raise AnsibleActionFail("u7s.cluster.cluster_plan: purpose must be one of %s, got %r."
+                                    % (", ".join(PURPOSES), purpose))
         role, spec = _settings_role(self._task._role)
         defaults = role.get_default_vars()
         templar = self._templar
@@ -108,8 +112,7 @@ class ActionModule(ActionBase):
                 "in_play": name in play_hosts,
             })
 
-        upgrade = boolean(self._task.args.get("upgrade", False), strict=True)
-        plan = plan_cluster(ClusterInput(group, groups, spec, upgrade), hosts)
+        plan = plan_cluster(ClusterInput(group, groups, spec), hosts, purpose)
         result["changed"] = False
         result.update(plan)
         if plan["problems"]:

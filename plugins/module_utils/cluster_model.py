@@ -193,8 +193,6 @@ class ClusterInput(t.NamedTuple):
     cluster_group: str
     groups: Mapping[str, Sequence[str]]
     spec: Mapping[str, Mapping[str, t.Any]]
-    # playbooks/upgrade.yml: u7s_kubernetes_version may move running nodes one minor up.
-    upgrade: bool = False
 
 
 class _Problems:
@@ -361,12 +359,26 @@ def _extra_ports(value: t.Any, host: str) -> tuple[list[tuple[str, int, str]], l
     return ports, problems
 
 
-def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> dict[str, t.Any]:
+# What a plan is for: a bring-up checks the inventory against the nodes the hosts run; a reset
+# takes them away, so what they run (their recorded subnets and settings) may not refuse it.
+PURPOSES = ("bring-up", "upgrade", "reset")
+
+
+def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purpose: str = "bring-up") -> dict[str, t.Any]:
     """Check the cluster and plan every host's node.
 
     Returns ``{"problems": [...], "settings": {...}, "control_plane": name, "hosts": {name: {...}}}``;
     ``hosts`` and ``settings`` are only complete when ``problems`` is empty.
+
+    With ``purpose="reset"`` the hosts' recorded nodes are not read: a setting changed since the nodes
+    were created, recorded subnets that collide (a half-broken cluster) and hosts outside a ``--limit``
+    do not refuse a reset; every subnet is planned as for a new node (a reset uses none of them).
+    The inventory itself (types, users, engines, groups, addresses, networks, ports) is checked as ever.
     """
+    if purpose not in PURPOSES:
+        raise ValueError("purpose must be one of %s, got %r" % (", ".join(PURPOSES), purpose))
+    if purpose == "reset":
+        hosts = [dict(host, recorded_subnet="", recorded_settings=None) for host in hosts]
     problems = _Problems()
     group = model.cluster_group
     names = [host["name"] for host in hosts]
@@ -430,7 +442,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]]) -> d
                 "not per host." % (name, group, variants, group))
 
     _check_cluster_values(cluster, problems)
-    _check_running_nodes(cluster, hosts, problems, model.upgrade)
+    _check_running_nodes(cluster, hosts, problems, purpose == "upgrade")
     control_plane = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
 
     # Per host: user, engine, node name, address, extra ports.
@@ -620,6 +632,9 @@ def _check_cluster_values(cluster: Mapping[str, t.Any], problems: _Problems) -> 
                      "drives cgroups one way). Fix: remove %s from u7s_kubelet_config and set %s instead."
                      % (", ".join(taken), ", ".join(KUBELET_FIELDS_OF_SETTINGS[key] for key in taken),
                         ", ".join(taken), ", ".join(KUBELET_FIELDS_OF_SETTINGS[key] for key in taken)))
+    if "u7s_drain_timeout" in cluster and cluster["u7s_drain_timeout"] < 1:
+        problems.add("u7s_drain_timeout is %d; the drain needs at least a second. Fix: set u7s_drain_timeout to the "
+                     "seconds the node's pods may take to leave, such as 300." % cluster["u7s_drain_timeout"])
     for setting, _protocol in NODE_PORTS:
         if not 1 <= cluster[setting] <= 65535:
             problems.add("%s is %d; a port is an integer from 1 to 65535. Fix: set %s to a free port."

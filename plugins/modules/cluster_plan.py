@@ -22,13 +22,20 @@ description:
   - An action that runs on the controller, once (C(run_once)), in a role that depends on u7s.cluster.settings;
     a host's recorded node subnet is read from its C(settings_node_state) variable (a C(slurp) of its node state file).
 options:
-  upgrade:
+  purpose:
     description:
-      - Plan an upgrade (C(playbooks/upgrade.yml)) - running nodes may be at an older Kubernetes than
-        C(u7s_kubernetes_version), one minor version below at most; a downgrade or a skipped minor is refused.
-      - Without it a running node at another version is refused, naming the upgrade playbook.
-    type: bool
-    default: false
+      - V(bring-up) checks the inventory against the nodes the hosts already run (their recorded subnets are kept,
+        a setting changed under a running node is refused).
+      - V(upgrade) (C(playbooks/upgrade.yml)) lets running nodes be at an older Kubernetes than
+        C(u7s_kubernetes_version), one minor version below at most; a downgrade or a skipped minor is refused. Without
+        it a running node at another version is refused, naming the upgrade playbook.
+      - V(reset) (C(playbooks/reset.yml), C(playbooks/remove-node.yml)) ignores what the hosts run, so a half-broken
+        cluster, a changed setting or hosts outside C(--limit) do not refuse the reset; the inventory itself is
+        checked as ever, and the subnets it plans are those of new nodes.
+    type: str
+    choices: [bring-up, upgrade, reset]
+    default: bring-up
+    version_added: 0.2.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:

@@ -119,11 +119,11 @@ def plan(
     records: t.Sequence[t.Mapping[str, t.Any]],
     groups: t.Mapping[str, t.Sequence[str]] | None = None,
     cluster_group: str = CLUSTER_GROUP,
-    upgrade: bool = False,
+    purpose: str = "bring-up",
 ) -> dict[str, t.Any]:
     """plan_cluster over the records, with the real spec; the groups default to the collection's layout."""
     names = [record["name"] for record in records]
-    return plan_cluster(ClusterInput(cluster_group, groups or cluster_groups(names), _spec(), upgrade), records)
+    return plan_cluster(ClusterInput(cluster_group, groups or cluster_groups(names), _spec()), records, purpose)
 
 
 def plan_of(

@@ -410,12 +410,14 @@ KUBECONFIG_TASKS = [
      "ansible.builtin.copy", "dest"),
     ("kubeadm", "certs.yml", "Check that the controller's kubeconfig reaches the renewed API server",
      "kubernetes.core.k8s_info", "kubeconfig"),
-    ("kubeadm", "drain.yml", "Drain the node", "kubernetes.core.k8s_drain", "kubeconfig"),
-    ("kubeadm", "drain.yml", "Find the disruption budgets that allow no eviction", "kubernetes.core.k8s_info", "kubeconfig"),
+    ("kubeadm", "drain.yml", "Cordon and drain the node", "kubernetes.core.k8s_drain", "kubeconfig"),
     ("kubeadm", "uncordon.yml", "Wait for the node to be Ready at the new version", "kubernetes.core.k8s_info",
      "kubeconfig"),
     ("kubeadm", "uncordon.yml", "Uncordon the node", "kubernetes.core.k8s_drain", "kubeconfig"),
     ("kubeadm", "uncordon.yml", "Wait for the pods on the node", "kubernetes.core.k8s_info", "kubeconfig"),
+    ("kubeadm", "remove.yml", "Ask the API for the node", "kubernetes.core.k8s_info", "kubeconfig"),
+    ("kubeadm", "remove.yml", "Delete the Node", "kubernetes.core.k8s", "kubeconfig"),
+    ("kubeadm", "reset.yml", "Remove the controller's kubeconfig with the control plane", "ansible.builtin.file", "path"),
 ]
 
 

@@ -514,7 +514,7 @@ def running(version: str, **settings: t.Any) -> Edit:
 def upgrade_plan(target: str, edit: Edit) -> dict[str, t.Any]:
     records = records_of(HOSTS, {"u7s_kubernetes_version": target})
     edit(records)
-    return plan(records, upgrade=True)
+    return plan(records, purpose="upgrade")
 
 
 def test_site_refuses_a_new_version_and_names_the_upgrade_playbook() -> None:

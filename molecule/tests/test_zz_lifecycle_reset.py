@@ -1,0 +1,182 @@
+"""Last of the checks (file order, after test_zz_host_restart.py): remove a worker, bring it back, reset, reset again,
+bring the cluster back (issue 9, items 1 and 3). One module-scoped sequence, each step a test in order:
+
+remove-node.yml (worker) -> the worker's Node is gone, the control plane stays Ready, the worker's host holds
+nothing of the node -> site.yml -> 2 nodes Ready -> reset.yml -> every host holds what hosts.yml alone leaves
+(host prerequisites, the engine) and nothing of the node, the controller's kubeconfig is gone -> reset.yml again
+changes nothing -> site.yml -> 2 nodes Ready. About 4 playbook runs of ~2-3 min (site.yml) and ~1 min (resets).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
+config = pytest.importorskip("kubernetes.config", reason="the kubernetes Python library is a controller requirement")
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = {}
+# What hosts.yml writes on each host and a default reset keeps (u7s_reset_hosts=false).
+HOST_FILES_KEPT = ["/etc/systemd/system/user@.service.d/delegate.conf", "/etc/modules-load.d/u7s.conf",
+                   "/etc/sysctl.d/99-u7s.conf", "/var/lib/systemd/linger/{user}", "/var/lib/u7s/host_prereqs/{user}.json",
+                   "{home}/.config/systemd/user/docker.service"]
+# What the node, kubeadm and firewall roles write and every reset removes.
+NODE_FILES_GONE = ["{home}/.local/state/u7s/node.json", "{home}/.config/u7s/node", "{home}/.local/bin/kubectl",
+                   "/etc/u7s/firewall-{user}.nft", "/etc/systemd/system/u7s-firewall-{user}.service"]
+
+
+def playbook(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / name),
+                           *args], capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), cwd=REPO,
+                          timeout=1200, check=False)
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counts by host."""
+    found = {}
+    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, flags=re.M):
+        found[host] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counts)}
+    return found
+
+
+class Host:
+    """A test-bed host and its cluster user's engine (the scenario's engine: u7s_engine)."""
+
+    def __init__(self, inventory: str, name: str, variables: dict):
+        self.name = name
+        self.host = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
+        self.user = variables.get("u7s_user", "u7s")
+        self.engine = variables.get("u7s_engine", "docker")
+        self.home = self.host.user(self.user).home
+
+    def as_user(self, command: str):
+        uid = self.host.user(self.user).uid
+        env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
+        return self.host.run(f"sudo -H -u {self.user} env {env} sh -c {shlex.quote('cd ~ && ' + command)}")
+
+    def path(self, template: str) -> str:
+        return template.format(user=self.user, home=self.home)
+
+    def exists(self, path: str) -> bool:
+        return self.host.run(f"sudo test -e {shlex.quote(path)}").rc == 0
+
+    def names(self, what: str) -> list[str]:
+        """The names of the user's containers, volumes or networks, or the node images' references."""
+        commands = {"containers": f"{self.engine} ps -a --format '{{{{.Names}}}}'",
+                    "volumes": f"{self.engine} volume ls --format '{{{{.Name}}}}'",
+                    "networks": f"{self.engine} network ls --format '{{{{.Name}}}}'",
+                    "images": f"{self.engine} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"}
+        result = self.as_user(commands[what])
+        assert result.rc == 0, (self.name, what, result.stderr)
+        return sorted(line for line in result.stdout.split() if line)
+
+    def fingerprint(self) -> dict:
+        """What the roles leave on the host, as the reset checks it."""
+        return {
+            "node_objects": {"containers": [n for n in self.names("containers") if n.startswith("u7s-node")],
+                             "volumes": [n for n in self.names("volumes") if n.startswith("u7s-node")],
+                             "networks": [n for n in self.names("networks") if n == "u7s-node"]},
+            "images": [n for n in self.names("images") if n.startswith("localhost/u7s/node:")],
+            "kept": {path: self.exists(self.path(path)) for path in HOST_FILES_KEPT},
+            "gone": {path: self.exists(self.path(path)) for path in NODE_FILES_GONE},
+            "firewall_table": self.host.run(f"sudo nft list table inet u7s_{self.user}").rc == 0,
+            "subuid": self.host.run("cat /etc/subuid").stdout,
+            "subgid": self.host.run("cat /etc/subgid").stdout,
+            "engine_active": self.as_user(f"systemctl --user is-active {self.engine}").stdout.strip(),
+        }
+
+
+@pytest.fixture(scope="module")
+def bed():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    runner = AnsibleRunner(inventory)
+    control_plane, worker = runner.get_hosts("control_plane")[0], runner.get_hosts("workers")[0]
+    hosts = {name: Host(inventory, name, runner.get_variables(name)) for name in (control_plane, worker)}
+    kubeconfig = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "kubeconfig")
+    return {"control_plane": control_plane, "worker": worker, "hosts": hosts, "kubeconfig": kubeconfig}
+
+
+def core_api(kubeconfig: str):
+    return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+
+
+def ready_nodes(kubeconfig: str) -> list[str]:
+    return sorted(node.metadata.name for node in core_api(kubeconfig).list_node().items
+                  if any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or []))
+
+
+def assert_no_node_left(host: Host) -> None:
+    found = host.fingerprint()
+    assert found["node_objects"] == {"containers": [], "volumes": [], "networks": []}, (host.name, found["node_objects"])
+    assert not any(found["gone"].values()), (host.name, found["gone"])
+    assert not found["firewall_table"], host.name
+    # A default reset keeps what hosts.yml made: the prerequisites, the engine and the node image.
+    assert all(found["kept"].values()), (host.name, found["kept"])
+    assert found["engine_active"] == "active", host.name
+    assert found["images"], (host.name, "the node image stays without u7s_reset_node_image")
+
+
+def test_1_remove_node_removes_the_worker(bed):
+    before = {name: (host.host.run("cat /etc/subuid").stdout, host.host.run("cat /etc/subgid").stdout)
+              for name, host in bed["hosts"].items()}
+    result = playbook("remove-node.yml", "-e", f"u7s_remove_node={bed['worker']}")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert set(recap(result.stdout)) == {bed["worker"]}, "remove-node.yml ran on another host"
+    names = sorted(node.metadata.name for node in core_api(bed["kubeconfig"]).list_node().items)
+    assert names == [f"u7s-{bed['control_plane']}"]
+    assert ready_nodes(bed["kubeconfig"]) == names
+    assert_no_node_left(bed["hosts"][bed["worker"]])
+    # The control plane's node is untouched; nobody's subordinate ids moved.
+    assert bed["hosts"][bed["control_plane"]].fingerprint()["node_objects"]["containers"] == ["u7s-node"]
+    for name, host in bed["hosts"].items():
+        assert (host.host.run("cat /etc/subuid").stdout, host.host.run("cat /etc/subgid").stdout) == before[name]
+    STATE["subids"] = before
+
+
+def test_2_remove_node_refuses_the_control_plane_and_limit(bed):
+    result = playbook("remove-node.yml", "-e", f"u7s_remove_node={bed['control_plane']}")
+    assert result.returncode != 0 and "control-plane host" in " ".join(result.stdout.split())
+    result = playbook("remove-node.yml", "--limit", bed["worker"], "-e", f"u7s_remove_node={bed['worker']}")
+    assert result.returncode != 0 and "does not take --limit" in " ".join(result.stdout.split())
+
+
+def test_3_site_brings_the_worker_back(bed):
+    result = playbook("site.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert ready_nodes(bed["kubeconfig"]) == sorted(f"u7s-{name}" for name in bed["hosts"])
+
+
+def test_4_reset_leaves_what_hosts_yml_alone_leaves(bed):
+    result = playbook("reset.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    STATE["reset"] = True
+    for host in bed["hosts"].values():
+        assert_no_node_left(host)
+        # Subordinate ids and linger stay (the default reset keeps the host prerequisites).
+        subids = STATE.get("subids", {}).get(host.name)
+        if subids:
+            assert (host.host.run("cat /etc/subuid").stdout, host.host.run("cat /etc/subgid").stdout) == subids
+    assert not os.path.exists(bed["kubeconfig"]), "the controller's kubeconfig outlived the control plane"
+
+
+def test_5_a_second_reset_changes_nothing(bed):
+    assert STATE.get("reset"), "the first reset did not run"
+    result = playbook("reset.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    counts = recap(result.stdout)
+    assert set(counts) == set(bed["hosts"]), counts
+    assert {host: count["changed"] for host, count in counts.items()} == dict.fromkeys(bed["hosts"], 0), result.stdout[-4000:]
+
+
+def test_6_site_brings_the_cluster_back(bed):
+    result = playbook("site.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert ready_nodes(bed["kubeconfig"]) == sorted(f"u7s-{name}" for name in bed["hosts"])

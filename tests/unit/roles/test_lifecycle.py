@@ -1,0 +1,215 @@
+# Copyright (c) u7s.cluster developers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+"""The lifecycle entry points (issue 9, items 1 and 3): reset and remove-node, what can be checked without hosts.
+
+The end-to-end checks on the test bed: molecule/tests/test_zz_lifecycle_reset.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import ClusterInput, plan_cluster
+from cluster_inventory import (
+    CLUSTER_GROUP,
+    HOSTS,
+    address_of,
+    cluster_groups,
+    host_record,
+    settings_defaults,
+    settings_spec,
+)
+from rendering import REPO, ROLES, conditions_failed, evaluate, load_tasks, role_variables, task_named
+
+LIFECYCLE_SETTINGS = {"u7s_reset_hosts": False, "u7s_reset_node_image": False, "u7s_remove_node": "",
+                      "u7s_drain_timeout": 300}
+# playbooks/reset.yml's order: the reverse of the bring-up.
+RESET_SEQUENCE = [("u7s.cluster.kubeadm", "reset"), ("u7s.cluster.node", "reset"), ("u7s.cluster.node_image", "reset"),
+                  ("u7s.cluster.firewall", "reset"), ("u7s.cluster.rootless_runtime", "reset"),
+                  ("u7s.cluster.host_prereqs", "reset")]
+ENGINES = ("docker", "podman")
+
+
+def playbook(name: str) -> list:
+    return yaml.safe_load((REPO / "playbooks" / name).read_text())
+
+
+def included_roles(play: dict) -> list[tuple[str, str]]:
+    return [(task["ansible.builtin.include_role"]["name"], task["ansible.builtin.include_role"].get("tasks_from", "main"))
+            for task in play["tasks"] if "ansible.builtin.include_role" in task]
+
+
+# --- settings: declared once, in the settings role ---------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "default"), sorted(LIFECYCLE_SETTINGS.items()))
+def test_the_lifecycle_settings_are_declared_once(name, default):
+    assert settings_defaults()[name] == default
+    assert settings_spec()[name]["default"] == default
+    for role in ROLES.iterdir():
+        if role.name != "settings" and (role / "defaults/main.yml").exists():
+            assert name not in (yaml.safe_load((role / "defaults/main.yml").read_text()) or {}), role.name
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1])
+def test_a_reset_switch_that_is_no_boolean_is_refused(value):
+    plan = plan_cluster(ClusterInput(CLUSTER_GROUP, cluster_groups(HOSTS), settings_spec()),
+                        [host_record(name, {"u7s_reset_hosts": value}, address=address_of(index))
+                         for index, name in enumerate(HOSTS)], "reset")
+    assert any("u7s_reset_hosts" in problem for problem in plan["problems"]), plan["problems"]
+
+
+def test_a_drain_timeout_below_a_second_is_refused():
+    plan = plan_cluster(ClusterInput(CLUSTER_GROUP, cluster_groups(HOSTS), settings_spec()),
+                        [host_record(name, {"u7s_drain_timeout": 0}, address=address_of(index))
+                         for index, name in enumerate(HOSTS)])
+    assert any("u7s_drain_timeout" in problem and "Fix:" in problem for problem in plan["problems"])
+
+
+# --- the reset check: what the hosts run does not refuse a reset -------------------------------------------
+
+def records(**changes) -> list[dict]:
+    return [host_record(name, address=address_of(index), recorded="10.100.%d.0/24" % index) | changes
+            for index, name in enumerate(HOSTS)]
+
+
+def test_a_setting_changed_under_the_nodes_refuses_a_bring_up_but_not_a_reset():
+    hosts = records(recorded_settings={"u7s_kubernetes_version": "v1.35.0"})
+    model = ClusterInput(CLUSTER_GROUP, cluster_groups(HOSTS), settings_spec())
+    assert any("u7s_kubernetes_version" in problem for problem in plan_cluster(model, hosts)["problems"])
+    assert plan_cluster(model, hosts, "reset")["problems"] == []
+
+
+def test_colliding_recorded_subnets_do_not_refuse_a_reset():
+    hosts = records(recorded_subnet="10.100.0.0/24")
+    model = ClusterInput(CLUSTER_GROUP, cluster_groups(HOSTS), settings_spec())
+    assert plan_cluster(model, hosts)["problems"]
+    assert plan_cluster(model, hosts, "reset")["problems"] == []
+
+
+def test_a_limited_reset_of_a_host_without_a_node_is_not_refused():
+    """reset.yml --limit host2, run twice: host2 has no state file any more, host1 is outside the run."""
+    hosts = [host_record("host1", recorded=None, facts=False) | {"in_play": False},
+             host_record("host2", address=address_of(1), recorded="")]
+    model = ClusterInput(CLUSTER_GROUP, cluster_groups(HOSTS), settings_spec())
+    assert plan_cluster(model, hosts)["problems"], "a bring-up must still refuse to allocate blindly"
+    plan = plan_cluster(model, hosts, "reset")
+    assert plan["problems"] == [] and plan["control_plane"] == "host1"
+
+
+def test_an_unknown_purpose_is_refused():
+    with pytest.raises(ValueError):
+        plan_cluster(ClusterInput(CLUSTER_GROUP, cluster_groups(HOSTS), settings_spec()), records(), "scale")
+
+
+# --- the playbooks -------------------------------------------------------------------------------------------
+
+def test_reset_checks_the_inventory_first_then_resets_in_reverse_bring_up_order():
+    check, reset = playbook("reset.yml")
+    assert check["any_errors_fatal"] is True
+    assert [task["ansible.builtin.import_role"] for task in check["tasks"]] == [
+        {"name": "u7s.cluster.settings", "tasks_from": "reset_check"}]
+    assert check["hosts"] == reset["hosts"] == "u7s_cluster"
+    assert included_roles(reset) == RESET_SEQUENCE
+
+
+def test_remove_node_refuses_first_then_drains_then_resets_as_reset_does():
+    refuse, remove = playbook("remove-node.yml")
+    assert refuse["any_errors_fatal"] is True and refuse["gather_facts"] is False
+    assert included_roles(refuse) == [("u7s.cluster.kubeadm", "remove_check")]
+    assert remove["tasks"][0]["ansible.builtin.import_role"]["tasks_from"] == "reset_check"
+    assert included_roles(remove) == [("u7s.cluster.kubeadm", "remove"), *RESET_SEQUENCE]
+
+
+@pytest.mark.parametrize(("role", "text"), [(role, (ROLES / role / "tasks/reset.yml").read_text())
+                                            for role in ("kubeadm", "node", "node_image", "rootless_runtime",
+                                                         "host_prereqs", "firewall")])
+def test_no_reset_is_a_stub_any_more(role, text):
+    assert "not implemented" not in text, role
+
+
+@pytest.mark.parametrize("role", ["kubeadm", "node", "node_image", "rootless_runtime", "host_prereqs"])
+def test_every_reset_is_documented(role):
+    specs = yaml.safe_load((ROLES / role / "meta/argument_specs.yml").read_text())["argument_specs"]
+    assert "Not implemented" not in specs["reset"]["short_description"]
+
+
+@pytest.mark.parametrize(("role", "step"), [("node", "reset"), ("node_image", "reset"), ("rootless_runtime", "reset"),
+                                            ("rootless_runtime", "status"), ("kubeadm", "running")])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_engine_has_its_file(role, step, engine):
+    assert (ROLES / role / "tasks" / f"{step}-{engine}.yml").is_file()
+
+
+def test_no_role_branches_on_the_engine():
+    for path in ROLES.glob("*/tasks/*.yml"):
+        assert not re.search(r"engine\s*[=!]=\s*['\"]", path.read_text()), path
+
+
+# --- conditions ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("role", "task", "setting"), [
+    ("host_prereqs", "Take back what the role made for the cluster user", "u7s_reset_hosts"),
+    ("rootless_runtime", "Remove the collection's configuration of the engine", "u7s_reset_hosts"),
+    ("node_image", "Remove the node images and the build context", "u7s_reset_node_image"),
+])
+@pytest.mark.parametrize("value", [False, True])
+def test_what_a_switch_guards(role, task, setting, value):
+    """By default (false) the host prerequisites, the engine and the node image stay."""
+    when = task_named(role, "reset.yml", task)["when"]
+    variables = role_variables(role, inventory={setting: value})
+    assert (conditions_failed([when], variables) == []) is value
+
+
+def test_the_controller_kubeconfig_goes_only_with_the_control_plane():
+    task = task_named("kubeadm", "reset.yml", "Remove the controller's kubeconfig with the control plane")
+    assert task["delegate_to"] == "localhost" and task["become"] is False
+    for host, goes in (("host1", True), ("host2", False)):
+        variables = role_variables("kubeadm", facts={"inventory_hostname": host,
+                                                     "settings_plan": {"control_plane": "host1"}})
+        assert (conditions_failed([task["when"]], variables) == []) is goes
+
+
+def test_only_the_roles_own_kubectl_is_removed():
+    marker = evaluate("kubeadm_kubectl_marker", role_variables("kubeadm"))
+    assert marker in (ROLES / "kubeadm/templates/kubectl.sh.j2").read_text()
+
+
+def test_the_node_reset_removes_exactly_its_three_volumes():
+    for engine in ENGINES:
+        (_container, volumes, _network) = load_tasks("node", f"reset-{engine}.yml")
+        assert volumes["loop"] == ["var", "opt", "etc"]
+
+
+# --- remove-node's refusals ----------------------------------------------------------------------------------
+
+def refusal(**variables) -> list:
+    task = task_named("kubeadm", "remove_check.yml", "Refuse a missing, unknown or control-plane host")
+    facts = {"groups": cluster_groups(HOSTS), **variables}
+    return conditions_failed(task["ansible.builtin.assert"]["that"], role_variables("kubeadm", facts=facts))
+
+
+@pytest.mark.parametrize(("name", "refused"), [("", True), ("host1", True), ("nohost", True), ("host2", False)])
+def test_remove_node_refuses_all_but_a_worker(name, refused):
+    assert bool(refusal(u7s_remove_node=name)) is refused
+
+
+def test_remove_node_refuses_limit():
+    task = task_named("kubeadm", "remove_check.yml", "Refuse --limit (the host to remove is named with -e u7s_remove_node)")
+    assert conditions_failed([task["when"]], role_variables("kubeadm", facts={"ansible_limit": "host2"})) == []
+    assert conditions_failed([task["when"]], role_variables("kubeadm")) != []
+
+
+def test_a_drain_blocked_by_a_disruption_budget_is_retried_until_the_timeout_then_named():
+    assert task_named("kubeadm", "remove.yml", "Cordon and drain the node")["ansible.builtin.include_tasks"] == "drain.yml"
+    drain = task_named("kubeadm", "drain.yml", "Cordon and drain the node")
+    variables = role_variables("kubeadm")
+    assert evaluate(drain["retries"].strip("{} "), variables) * drain["delay"] >= 300
+    blocked = {"kubeadm_drain": {"msg": "Failed to delete pod default/web due to: Cannot evict pod as it would "
+                                        "violate the pod's disruption budget."}}
+    refuse = task_named("kubeadm", "drain.yml", "Refuse a drain a PodDisruptionBudget blocks")
+    assert conditions_failed([refuse["when"]], role_variables("kubeadm", facts=blocked)) == []
+    assert "PodDisruptionBudget" in refuse["ansible.builtin.fail"]["msg"]
