@@ -122,3 +122,16 @@ def test_pods_reach_a_server_on_the_new_node(grown, core, busybox_image):
         assert "on-the-new-node" in log
     finally:
         core.delete_namespaced_pod(SERVER, NAMESPACE, grace_period_seconds=0)
+
+
+def test_the_added_node_is_removed_again(grown, core):
+    """remove-node.yml: drained, deleted from the API, its host reset; the other nodes stay Ready."""
+    started = time.monotonic()
+    result = run_playbook(grown["inventory"], "remove-node.yml", "-e", f"u7s_remove_node={NEW_HOST}")
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    print(f"remove-node.yml {NEW_HOST}: {seconds:.0f} s")
+    assert NEW_NODE not in {node.metadata.name for node in core.list_node().items}
+    wait_for("the other nodes Ready", lambda: ready_nodes(core) == {"u7s-host1", "u7s-host2"})
+    changed = changed_tasks(result.stdout)
+    assert set(changed) <= {NEW_HOST, "localhost"}, changed
