@@ -137,7 +137,7 @@ def port_spec(port: Mapping[str, t.Any]) -> str:
 
 def _split_spec(spec: str) -> tuple[int, int, str | None]:
     """A firewalld or ufw port spec ('8472/udp', '9000-9100/tcp', '10250', '6000:6007/tcp') as a range."""
-    numbers, _, protocol = spec.strip().partition("/")
+    numbers, _slash, protocol = spec.strip().partition("/")
     low, sep, high = numbers.replace(":", "-").partition("-")
     try:
         first = int(low)
@@ -149,7 +149,7 @@ def _split_spec(spec: str) -> tuple[int, int, str | None]:
 
 def _covers(specs: t.Iterable[str], spec: str) -> bool:
     """Whether one of SPECS (ports, ranges; no protocol means both) allows the single port SPEC."""
-    port, _, protocol = _split_spec(spec)
+    port, _last, protocol = _split_spec(spec)
     for allowed in specs:
         first, last, allowed_protocol = _split_spec(allowed)
         if first <= port <= last and allowed_protocol in (None, protocol):
@@ -251,7 +251,7 @@ def ufw_missing(status: str, ports: Sequence[Mapping[str, t.Any]]) -> list[str]:
         if not fields[0][:1].isdigit():
             continue  # an application profile (OpenSSH): its ports are not listed here
         # "8472/udp", "6000:6007/tcp", "10250", "10250,10255/tcp" (a list of ports), "22/tcp (v6)".
-        first, _, protocol = fields[0].partition("/")
+        first, _slash, protocol = fields[0].partition("/")
         for part in first.split(","):
             allowed.append(part + ("/" + protocol if protocol else ""))
     return [port_spec(port) for port in ports if not _covers(allowed, port_spec(port))]
