@@ -121,3 +121,159 @@ def nft_ruleset(
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+# --- Opening the node's ports in a firewall that rejects by default (firewalld, ufw) ----------------
+#
+# The table above only narrows: on a host where firewalld (or ufw) runs, that firewall's own chains
+# reject a port it has not opened, whatever the table accepts. So the node's filtered ports are also
+# opened there (firewalld) or must be (ufw, see ufw_missing); the table still limits the sources.
+
+
+def port_spec(port: Mapping[str, t.Any]) -> str:
+    """'<port>/<protocol>' as firewalld and ufw spell a port (the protocol defaults to tcp)."""
+    return "%d/%s" % (port["port"], port.get("protocol", "tcp"))
+
+
+def _split_spec(spec: str) -> tuple[int, int, str | None]:
+    """A firewalld or ufw port spec ('8472/udp', '9000-9100/tcp', '10250', '6000:6007/tcp') as a range."""
+    numbers, _slash, protocol = spec.strip().partition("/")
+    low, sep, high = numbers.replace(":", "-").partition("-")
+    try:
+        first = int(low)
+        last = int(high) if sep else first
+    except ValueError:
+        raise FirewallError("%r is not a port or a port range." % spec) from None
+    return first, last, (protocol or None)
+
+
+def _covers(specs: t.Iterable[str], spec: str) -> bool:
+    """Whether one of SPECS (ports, ranges; no protocol means both) allows the single port SPEC."""
+    port, _last, protocol = _split_spec(spec)
+    for allowed in specs:
+        first, last, allowed_protocol = _split_spec(allowed)
+        if first <= port <= last and allowed_protocol in (None, protocol):
+            return True
+    return False
+
+
+def firewalld_info(text: str) -> dict[str, str]:
+    """The 'key: value' lines of ``firewall-cmd --info-zone`` or ``--info-service`` (the name line skipped)."""
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep and " " not in key:
+            info[key] = value.strip()
+    return info
+
+
+def firewalld_allowed(zone_info: str, service_infos: Mapping[str, str] = ()) -> list[str]:
+    """The port specs a firewalld zone lets in, from ``--info-zone`` and ``--info-service`` of its services.
+
+    A zone whose target is ACCEPT lets in everything ('1-65535' for both protocols); a protocol
+    the zone allows (``protocols: tcp``) lets in every port of it.
+    """
+    zone = firewalld_info(zone_info)
+    if zone.get("target", "default") == "ACCEPT":
+        return ["1-65535"]
+    allowed = zone.get("ports", "").split()
+    allowed += ["1-65535/%s" % protocol for protocol in zone.get("protocols", "").split() if protocol in PROTOCOLS]
+    services = dict(service_infos or {})
+    for service in zone.get("services", "").split():
+        allowed += firewalld_info(services.get(service, "")).get("ports", "").split()
+    return allowed
+
+
+def firewalld_plan(
+    ports: Sequence[Mapping[str, t.Any]],
+    zone: str,
+    allowed: Sequence[str],
+    recorded: t.Any = None,
+) -> dict[str, t.Any]:
+    """What to open and close in firewalld, and what to record, for one cluster user's node.
+
+    ``ports``: the node's filtered ports ({port, protocol}); ``zone``: the zone that serves the host's
+    address; ``allowed``: the port specs that zone lets in permanently (firewalld_allowed), including
+    the ports this collection opened before; ``recorded``: the state file ({"opened": [{zone, port}]})
+    or None.
+
+    The collection owns the ports it recorded; a port firewalld allowed before that is not recorded is
+    the site's, and is neither opened nor ever closed. Returns ``open`` (port specs to enable in
+    ``zone``), ``close`` ([{zone, port}] recorded but no longer wanted: the port is gone or the zone
+    changed), ``record`` (the state once the ports are open) and ``pending`` (the state to write before
+    changing firewalld: the record plus what is still to close, so an interrupted run forgets nothing).
+    """
+    if not isinstance(zone, str) or not zone:
+        raise FirewallError("The firewalld zone must be a non-empty string, got %r." % (zone,))
+    previous = []
+    for entry in (recorded or {}).get("opened", []) if isinstance(recorded, Mapping) else []:
+        if isinstance(entry, Mapping) and entry.get("zone") and entry.get("port"):
+            item = {"zone": str(entry["zone"]), "port": str(entry["port"])}
+            if item not in previous:
+                previous.append(item)
+    ours = [entry["port"] for entry in previous if entry["zone"] == zone]
+    # The site's: what the zone allows, except the single ports we opened ourselves.
+    site = [spec for spec in allowed if spec not in ours]
+    wanted = []
+    for port in ports:
+        spec = port_spec(port)
+        if spec not in wanted and not _covers(site, spec):
+            wanted.append(spec)
+    record = [{"zone": zone, "port": spec} for spec in wanted]
+    close = [entry for entry in previous if entry not in record]
+    return {
+        "open": wanted,
+        "close": close,
+        "record": {"opened": record},
+        "pending": {"opened": record + close},
+    }
+
+
+def ufw_missing(status: str, ports: Sequence[Mapping[str, t.Any]]) -> list[str]:
+    """The node's ports that an active ufw (``ufw status verbose``) lets in from nowhere.
+
+    Any ALLOW rule for the port (or a range or protocol-less rule that covers it) counts, whatever its
+    source: the cluster's table still narrows the sources. Rules bound to an interface or to an
+    address other than 'Anywhere' count too, as does an incoming default of allow: ufw decides on those,
+    and they are the site's choice. Application profiles (OpenSSH) are not resolved.
+    """
+    if re.search(r"Default:.*\ballow \(incoming\)", status):
+        return []
+    allowed = []
+    for line in status.splitlines():
+        fields = line.split()
+        if "ALLOW" not in fields or "OUT" in fields or "FWD" in fields:
+            continue
+        if fields[0] == "Anywhere":
+            # "ufw allow from <source>": every port, from that source.
+            allowed.append("1-65535")
+            continue
+        if not fields[0][:1].isdigit():
+            continue  # an application profile (OpenSSH): its ports are not listed here
+        # "8472/udp", "6000:6007/tcp", "10250", "10250,10255/tcp" (a list of ports), "22/tcp (v6)".
+        first, _slash, protocol = fields[0].partition("/")
+        for part in first.split(","):
+            allowed.append(part + ("/" + protocol if protocol else ""))
+    return [port_spec(port) for port in ports if not _covers(allowed, port_spec(port))]
+
+
+def interface_of(address: str, facts: Mapping[str, t.Any]) -> str | None:
+    """The network interface that carries ADDRESS, from a host's Ansible facts (None if none does)."""
+    try:
+        wanted = ipaddress.ip_address(str(address))
+    except ValueError:
+        return None
+    for name in facts.get("interfaces", []) or []:
+        device = facts.get(str(name).replace("-", "_")) or facts.get(str(name)) or {}
+        if not isinstance(device, Mapping):
+            continue
+        ipv4 = device.get("ipv4")
+        entries = ([ipv4] if isinstance(ipv4, Mapping) else list(ipv4 or []))
+        entries += list(device.get("ipv4_secondaries") or []) + list(device.get("ipv6") or [])
+        for entry in entries:
+            try:
+                if isinstance(entry, Mapping) and ipaddress.ip_address(str(entry.get("address"))) == wanted:
+                    return str(name)
+            except ValueError:
+                continue
+    return None

@@ -57,9 +57,9 @@ def testbed_host() -> TestbedHost:
 
 @pytest.fixture
 def run_playbook(testbed_host: TestbedHost, tmp_path: Path):
-    """Run playbooks/site.yml on the host with the test bed's group_vars plus extra vars."""
+    """Run playbooks/site.yml (or PLAYBOOK) on the host with the test bed's group_vars plus extra vars."""
 
-    def run(extra_vars: dict) -> subprocess.CompletedProcess[str]:
+    def run(extra_vars: dict, playbook: Path = REPO / "playbooks/site.yml") -> subprocess.CompletedProcess[str]:
         inventory_dir = tmp_path / "inventory"
         inventory_dir.mkdir(exist_ok=True)
         (inventory_dir / "group_vars").mkdir(exist_ok=True)
@@ -76,7 +76,7 @@ def run_playbook(testbed_host: TestbedHost, tmp_path: Path):
         }))
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
         return subprocess.run(
-            ["ansible-playbook", "-i", str(inventory_dir / "hosts.yml"), str(REPO / "playbooks/site.yml")],
+            ["ansible-playbook", "-i", str(inventory_dir / "hosts.yml"), str(playbook)],
             capture_output=True, text=True, env=env, cwd=REPO, timeout=900, check=False,
         )
 
