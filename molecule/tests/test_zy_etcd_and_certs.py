@@ -135,7 +135,7 @@ def test_etcd_backup_and_restore_bring_back_a_deleted_configmap(control_plane, t
 
     refused = playbook("etcd-restore.yml", f"kubeadm_etcd_restore_snapshot={snapshot}")
     assert refused.returncode != 0
-    assert "Fix: if that is what you want, add -e kubeadm_etcd_restore_confirm=true" in flat(refused.stdout)
+    assert "Fix: if that is what you want, add -e kubeadm_etcd_restore_confirm=true" in flat(refused.stdout + refused.stderr)
     assert core.read_namespaced_config_map(later, "default").data == {"proof": "after"}
 
     restore = playbook("etcd-restore.yml", f"kubeadm_etcd_restore_snapshot={snapshot}", "kubeadm_etcd_restore_confirm=true")
