@@ -38,7 +38,11 @@ def ready_nodes(core) -> set[str]:
 
 
 def changed_tasks(stdout: str) -> dict[str, list[str]]:
-    """Host -> the tasks that reported changed for it, from the default callback's output."""
+    """Host -> the tasks that changed the host itself, from the default callback's output.
+
+    Tasks delegated to the controller ("changed: [host1 -> localhost]": the API calls that run once,
+    such as setting the new node's addresses) are left out: they change the cluster, not that host.
+    """
     found: dict[str, list[str]] = {}
     task = None
     for line in stdout.splitlines():
@@ -46,7 +50,7 @@ def changed_tasks(stdout: str) -> dict[str, list[str]]:
         if header:
             task = header.group(1)
             continue
-        changed = re.match(r"^changed: \[([^\]\s]+)", line)
+        changed = re.match(r"^changed: \[([^\]\s]+)\]", line)
         if changed and task:
             found.setdefault(changed.group(1), []).append(task)
     return found
