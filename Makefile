@@ -101,7 +101,6 @@ integration: venv deps artifacts-previous artifacts
 	U7S_REQUIRE_IMAGES=1 pytest -q tests/integration
 	molecule test --scenario-name default
 	molecule test --scenario-name podman
-	molecule test --scenario-name upgrade
 
 .PHONY: test
 test: units lint sanity build integration

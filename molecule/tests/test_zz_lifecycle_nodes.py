@@ -19,9 +19,10 @@ import pytest
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from cluster_helpers import NAMESPACE, run_pod, wait_for
+from cluster_helpers import DOCKER_SCENARIO_ONLY, NAMESPACE, run_pod, wait_for
 
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
+pytestmark = DOCKER_SCENARIO_ONLY
 
 REPO = Path(__file__).resolve().parents[2]
 NEW_HOST = "host3"

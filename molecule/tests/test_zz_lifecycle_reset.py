@@ -19,7 +19,10 @@ import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
+from cluster_helpers import DOCKER_SCENARIO_ONLY
+
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
+pytestmark = DOCKER_SCENARIO_ONLY
 config = pytest.importorskip("kubernetes.config", reason="the kubernetes Python library is a controller requirement")
 
 REPO = Path(__file__).resolve().parents[2]

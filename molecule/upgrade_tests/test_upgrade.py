@@ -1,7 +1,8 @@
 """playbooks/upgrade.yml end to end: the previous minor to the current pin, while a workload answers HTTP.
 
-The scenario brought both hosts up at the version of artifacts/versions-previous.env. A Deployment
-with two replicas (one per node, a PodDisruptionBudget keeps one) answers on a NodePort; a client
+The podman scenario brought both hosts up at the version of artifacts/versions-previous.env; this
+runs after its other checks. A Deployment with two replicas (one per node, a PodDisruptionBudget
+keeps one) answers on a NodePort; a client
 on the controller asks every 0.2 s, trying the other host when one does not answer (as a load
 balancer in front of the hosts would). The upgrade to artifacts/versions.env's pin then runs once;
 the failed requests are counted and reported. A second run changes nothing, and a downgrade is
