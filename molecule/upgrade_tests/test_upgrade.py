@@ -172,6 +172,6 @@ def test_a_second_run_changes_nothing(upgraded):
 def test_a_downgrade_is_refused_before_any_change(upgraded, core):
     result = run_playbook("playbooks/upgrade.yml", "-e", f"u7s_kubernetes_version={PREVIOUS}")
     assert result.returncode != 0
-    assert "a downgrade is not supported" in " ".join(result.stdout.split())
+    assert "a downgrade is not supported" in " ".join((result.stdout + result.stderr).split())
     assert all(counts["changed"] == 0 for counts in recap(result.stdout).values())
     assert set(kubelet_versions(core).values()) == {CURRENT}

@@ -414,6 +414,7 @@ KUBECONFIG_TASKS = [
     ("kubeadm", "uncordon.yml", "Wait for the node to be Ready at the new version", "kubernetes.core.k8s_info",
      "kubeconfig"),
     ("kubeadm", "uncordon.yml", "Uncordon the node", "kubernetes.core.k8s_drain", "kubeconfig"),
+    ("kubeadm", "uncordon.yml", "Forget that the upgrade drained it", "kubernetes.core.k8s", "kubeconfig"),
     ("kubeadm", "uncordon.yml", "Wait for the pods on the node", "kubernetes.core.k8s_info", "kubeconfig"),
     ("kubeadm", "remove.yml", "Ask the API for the node", "kubernetes.core.k8s_info", "kubeconfig"),
     ("kubeadm", "remove.yml", "Delete the Node", "kubernetes.core.k8s", "kubeconfig"),
