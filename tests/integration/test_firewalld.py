@@ -28,7 +28,9 @@ SITE_PORTS = {"10250/tcp", "9999/tcp"}
 @pytest.fixture(scope="module")
 def firewalld(testbed_host):
     """firewalld installed and running, the site's ports open in its zone; the zone's name."""
-    testbed_host.root("DEBIAN_FRONTEND=noninteractive apt-get install -y -q firewalld >/dev/null"
+    # A fresh host has no package lists yet.
+    testbed_host.root("apt-get update -q >/dev/null"
+                      " && DEBIAN_FRONTEND=noninteractive apt-get install -y -q firewalld >/dev/null"
                       " && systemctl enable --now firewalld && firewall-cmd --state")
     zone = testbed_host.root("firewall-cmd --get-default-zone").stdout.strip()
     for port in sorted(SITE_PORTS):
