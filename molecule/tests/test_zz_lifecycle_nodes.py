@@ -64,7 +64,7 @@ def run_playbook(inventory: Path, playbook: str, *args: str) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def grown(core):
+def grown(core, tmp_path_factory):
     """The three-host inventory, with the new host joined by one site.yml run over all hosts."""
     molecule_inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"])
     entry = subprocess.run([str(REPO / "testbed/testbed.sh"), "add", NEW_HOST.removeprefix("host")],
@@ -74,8 +74,11 @@ def grown(core):
     inventory["all"]["hosts"][NEW_HOST] = host_vars
     for group in ("u7s_cluster", "workers"):
         inventory[group].setdefault("hosts", {})[NEW_HOST] = {}
-    # Beside molecule's inventory, so the same group_vars apply.
-    path = molecule_inventory.with_name("three-hosts.yml")
+    # Not in molecule's inventory directory (every file there is read as inventory, by later
+    # scenarios too), but beside a link to its group_vars, so the same settings apply.
+    directory = tmp_path_factory.mktemp("three-hosts")
+    (directory / "group_vars").symlink_to(molecule_inventory.parent / "group_vars")
+    path = directory / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
 
     pods = {pod.metadata.uid: (pod.metadata.namespace, pod.metadata.name,
