@@ -88,7 +88,7 @@ def rerun(core, tmp_path_factory):
     result = subprocess.run(
         ["ansible-playbook", "-i", inventory, str(REPO / "playbooks/cluster.yml"),
          "-e", "u7s_kubeconfig=%s" % (shared / "kubeconfig")],
-        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), cwd=REPO, timeout=600, check=False)
+        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"), cwd=REPO, timeout=600, check=False)
     yield {"result": result, "before": before, "control_plane": cp_node, "worker": worker_node, "shared": shared}
     # A failed run leaves the later checks the markers they started from (a working cluster's).
     if result.returncode != 0:

@@ -32,7 +32,7 @@ def playbook(name: str, *extra: str, timeout: int = 600) -> subprocess.Completed
     return subprocess.run(
         ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / name),
          *[arg for value in extra for arg in ("-e", value)]],
-        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), cwd=REPO, timeout=timeout,
+        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"), cwd=REPO, timeout=timeout,
         check=False)
 
 

@@ -60,7 +60,7 @@ def changed_tasks(stdout: str) -> dict[str, list[str]]:
 def run_playbook(inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ansible-playbook", "-i", str(inventory), f"playbooks/{playbook}", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=1500, check=False,
-                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"))
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,12 @@ def grown(core, tmp_path_factory):
     path = directory / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
 
+    # The host restart checked before this one may still be restarting pods: start from a settled cluster.
+    wait_for("every pod ready before the new host joins", lambda: all(
+        pod.status.phase == "Succeeded" or (pod.status.container_statuses
+                                            and all(c.ready for c in pod.status.container_statuses))
+        for pod in core.list_pod_for_all_namespaces().items))
+    time.sleep(15)
     pods = {pod.metadata.uid: (pod.metadata.namespace, pod.metadata.name,
                                sum(s.restart_count for s in pod.status.container_statuses or []))
             for pod in core.list_pod_for_all_namespaces().items}

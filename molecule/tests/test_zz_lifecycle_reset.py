@@ -38,7 +38,7 @@ NODE_FILES_GONE = ["{home}/.local/state/u7s/node.json", "{home}/.config/u7s/node
 
 def playbook(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / name),
-                           *args], capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1"), cwd=REPO,
+                           *args], capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"), cwd=REPO,
                           timeout=1200, check=False)
 
 

@@ -43,7 +43,7 @@ PREVIOUS, CURRENT = pin("K8S_VERSION", "versions-previous.env"), pin("K8S_VERSIO
 def run_playbook(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
                           capture_output=True, text=True, cwd=REPO, timeout=3000, check=False,
-                          env=dict(os.environ, ANSIBLE_NOCOLOR="1"))
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"))
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:
