@@ -27,7 +27,9 @@ def node_name(hostvars) -> str:
     return f"u7s-{hostvars['inventory_hostname']}"
 
 
-@pytest.fixture(scope="session")
+# Module scope: it is removed before the lifecycle checks reset the cluster (a new CA; the
+# session's client could not reach the rebuilt API server to remove it afterwards).
+@pytest.fixture(scope="module")
 def workload(core, api, busybox_image):
     """The smoke-test workload, on both nodes (the control-plane taint lifted for the test)."""
     apps = client.AppsV1Api(api)
