@@ -16,6 +16,9 @@
 #   U7S_TESTBED_MIRROR / U7S_TESTBED_SECURITY_MIRROR
 #                        Debian mirrors (default: the machine's apt sources)
 #   U7S_TESTBED_BOOT_TIMEOUT  seconds to wait for each host (default 180)
+#   U7S_TESTBED_CPUS     CPUs each host may use (docker run --cpus, e.g. 0.5; default: no
+#                        cap). Scaling figures cap N hosts at N x this <= the machine's cores,
+#                        so a larger bed measures the collection, not a busier machine.
 set -euo pipefail
 # dockerd, debootstrap, mknod... live in sbin, which a CI PATH may lack.
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
@@ -35,6 +38,7 @@ LOCK_FILE=/run/lock/u7s-testbed.lock
 SUITE=${U7S_TESTBED_OS:-trixie}
 SUBNET=${U7S_TESTBED_SUBNET:-172.30.0.0/24}
 BOOT_TIMEOUT=${U7S_TESTBED_BOOT_TIMEOUT:-180}
+CPUS=${U7S_TESTBED_CPUS:-}
 DOCKERD_TIMEOUT=60
 
 LABEL_KEY=io.u7s.testbed
@@ -354,6 +358,8 @@ start_host() {
     host=host$i name=$CONTAINER_PREFIX$host ip=$(ip_of "$i")
     apt_cache=$CACHE_DIR/apt-archives/$SUITE/$host
     mkdir -p "$apt_cache"
+    local cpu_cap=()
+    [[ -z $CPUS ]] || cpu_cap=(--cpus "$CPUS")
     docker volume create --label "$LABEL" "$name-home" >/dev/null
     # Flags measured to work here (--privileged does not: no CAP_SYS_RESOURCE).
     # /home is a volume: the rootless engines keep their storage there,
@@ -368,7 +374,7 @@ start_host() {
         --tmpfs /run:rw,nosuid,nodev,exec,mode=0755 \
         --tmpfs /run/lock:rw,nosuid,nodev,noexec,mode=1777 \
         --tmpfs /tmp:rw,nosuid,nodev,exec,mode=1777 \
-        --stop-signal SIGRTMIN+3 \
+        --stop-signal SIGRTMIN+3 "${cpu_cap[@]}" \
         --volume "$name-home:/home" \
         --volume "$apt_cache:/var/cache/apt/archives" \
         --volume "$KEY.pub:/etc/u7s-testbed/authorized_keys:ro" \
@@ -381,6 +387,7 @@ cmd_up() {
     if ! [[ $n =~ ^[1-9][0-9]*$ ]] || ((n > 200)); then
         die "number of hosts must be 1..200, got '$n'"
     fi
+    [[ -z $CPUS || $CPUS =~ ^[0-9]*\.?[0-9]+$ ]] || die "U7S_TESTBED_CPUS must be a number of CPUs such as 0.5, got '$CPUS'"
     [[ $SUBNET =~ ^[0-9]+\.[0-9]+\.[0-9]+\.0/24$ ]] || die "U7S_TESTBED_SUBNET must be an IPv4 x.y.z.0/24, got '$SUBNET'"
     local started=$SECONDS
     cmd_deps

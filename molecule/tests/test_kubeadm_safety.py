@@ -12,14 +12,13 @@ import os
 import re
 import shlex
 import stat
-import subprocess
-from pathlib import Path
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-REPO = Path(__file__).resolve().parents[2]
+from cluster_helpers import run_playbook
+
 INIT_MARKER = "/etc/kubernetes/u7s-init.done"
 JOIN_MARKER = "/etc/kubernetes/u7s-join.done"
 
@@ -85,10 +84,7 @@ def rerun(core, tmp_path_factory):
     # Finding 4: a kubeconfig in a directory others share (as /tmp is) leaves the directory's mode alone.
     shared = tmp_path_factory.mktemp("shared")
     shared.chmod(0o1777)
-    result = subprocess.run(
-        ["ansible-playbook", "-i", inventory, str(REPO / "playbooks/cluster.yml"),
-         "-e", "u7s_kubeconfig=%s" % (shared / "kubeconfig")],
-        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"), cwd=REPO, timeout=600, check=False)
+    result = run_playbook("cluster.yml", "-e", "u7s_kubeconfig=%s" % (shared / "kubeconfig"), inventory=inventory, timeout=600)
     yield {"result": result, "before": before, "control_plane": cp_node, "worker": worker_node, "shared": shared}
     # A failed run leaves the later checks the markers they started from (a working cluster's).
     if result.returncode != 0:

@@ -18,31 +18,22 @@ import stat
 import subprocess
 import urllib.parse
 import uuid
-from pathlib import Path
 
 import pytest
-from cluster_helpers import wait_for
+from cluster_helpers import recap, run_playbook, wait_for
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-REPO = Path(__file__).resolve().parents[2]
-RECAP = re.compile(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-
-
-def playbook(name: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / name),
-         *[arg for value in extra for arg in ("-e", value)]],
-        capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"), cwd=REPO, timeout=timeout,
-        check=False)
+def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
+    """Run playbooks/<name> with each of extra as an extra variable (-e)."""
+    return run_playbook(name, *[arg for value in extra for arg in ("-e", value)], timeout=600)
 
 
 def succeeded(result: subprocess.CompletedProcess) -> dict[str, int]:
     """The recap's changed count per host, after asserting the run succeeded."""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    recap = {host: (int(changed), int(unreachable), int(failed)) for host, changed, unreachable, failed
-             in RECAP.findall(result.stdout)}
-    assert recap and all(u == 0 and f == 0 for _c, u, f in recap.values()), recap
-    return {host: changed for host, (changed, _u, _f) in recap.items()}
+    counts = recap(result.stdout)
+    assert counts and all(c["unreachable"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+    return {host: c["changed"] for host, c in counts.items()}
 
 
 def flat(stdout: str) -> str:

@@ -10,7 +10,6 @@ Then playbooks/remove-node.yml takes it out again and the cluster stays Ready.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -19,12 +18,11 @@ import pytest
 import yaml
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from cluster_helpers import DOCKER_SCENARIO_ONLY, NAMESPACE, run_pod, wait_for
+from cluster_helpers import DOCKER_SCENARIO_ONLY, NAMESPACE, REPO, changed_tasks, run_playbook, run_pod, wait_for
 
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
 pytestmark = DOCKER_SCENARIO_ONLY
 
-REPO = Path(__file__).resolve().parents[2]
 NEW_HOST = "host3"
 NEW_NODE = f"u7s-{NEW_HOST}"
 SERVER = "added-node-server"
@@ -36,31 +34,6 @@ FIREWALL_TASKS = ("u7s.cluster.firewall : Write the rules (one table of this clu
 def ready_nodes(core) -> set[str]:
     return {node.metadata.name for node in core.list_node().items
             if any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])}
-
-
-def changed_tasks(stdout: str) -> dict[str, list[str]]:
-    """Host -> the tasks that changed the host itself, from the default callback's output.
-
-    Tasks delegated to the controller ("changed: [host1 -> localhost]": the API calls that run once,
-    such as setting the new node's addresses) are left out: they change the cluster, not that host.
-    """
-    found: dict[str, list[str]] = {}
-    task = None
-    for line in stdout.splitlines():
-        header = re.match(r"^TASK \[(.*)\] \**$", line)
-        if header:
-            task = header.group(1)
-            continue
-        changed = re.match(r"^changed: \[([^\]\s]+)\]", line)
-        if changed and task:
-            found.setdefault(changed.group(1), []).append(task)
-    return found
-
-
-def run_playbook(inventory: Path, playbook: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ansible-playbook", "-i", str(inventory), f"playbooks/{playbook}", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=1500, check=False,
-                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"))
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +64,7 @@ def grown(core, tmp_path_factory):
                                sum(s.restart_count for s in pod.status.container_statuses or []))
             for pod in core.list_pod_for_all_namespaces().items}
     started = time.monotonic()
-    result = run_playbook(path, "site.yml")
+    result = run_playbook("site.yml", inventory=path)
     return {"inventory": path, "result": result, "seconds": time.monotonic() - started, "pods_before": pods}
 
 
@@ -141,7 +114,7 @@ def test_pods_reach_a_server_on_the_new_node(grown, core, busybox_image):
 def test_the_added_node_is_removed_again(grown, core):
     """remove-node.yml: drained, deleted from the API, its host reset; the other nodes stay Ready."""
     started = time.monotonic()
-    result = run_playbook(grown["inventory"], "remove-node.yml", "-e", f"u7s_remove_node={NEW_HOST}")
+    result = run_playbook("remove-node.yml", "-e", f"u7s_remove_node={NEW_HOST}", inventory=grown["inventory"])
     seconds = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     print(f"remove-node.yml {NEW_HOST}: {seconds:.0f} s")

@@ -10,22 +10,19 @@ changes nothing -> site.yml -> 2 nodes Ready. About 4 playbook runs of ~2-3 min 
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
-from pathlib import Path
 
 import pytest
 import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from cluster_helpers import DOCKER_SCENARIO_ONLY
+from cluster_helpers import DOCKER_SCENARIO_ONLY, recap, run_playbook
 
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
 pytestmark = DOCKER_SCENARIO_ONLY
 config = pytest.importorskip("kubernetes.config", reason="the kubernetes Python library is a controller requirement")
 
-REPO = Path(__file__).resolve().parents[2]
 STATE = {}
 # What hosts.yml writes on each host and a default reset keeps (u7s_reset_hosts=false).
 HOST_FILES_KEPT = ["/etc/systemd/system/user@.service.d/delegate.conf", "/etc/modules-load.d/u7s.conf",
@@ -37,17 +34,7 @@ NODE_FILES_GONE = ["{home}/.local/state/u7s/node.json", "{home}/.config/u7s/node
 
 
 def playbook(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(REPO / "playbooks" / name),
-                           *args], capture_output=True, text=True, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"), cwd=REPO,
-                          timeout=1200, check=False)
-
-
-def recap(stdout: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP counts by host."""
-    found = {}
-    for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, flags=re.M):
-        found[host] = {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counts)}
-    return found
+    return run_playbook(name, *args, timeout=1200)
 
 
 class Host:

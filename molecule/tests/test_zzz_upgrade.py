@@ -1,7 +1,9 @@
 """playbooks/upgrade.yml end to end: the previous minor to the current pin, while a workload answers HTTP.
 
-The podman scenario brought both hosts up at the version of artifacts/versions-previous.env; this
-runs after its other checks. A Deployment with two replicas (one per node, a PodDisruptionBudget
+The podman scenario brings both hosts up at the version of artifacts/versions-previous.env (its
+host_vars); this runs after its other checks (last file), which then saw the previous version and
+ran their playbooks with that inventory. Other scenarios bring the current pin up: there it is
+skipped, reported so. A Deployment with two replicas (one per node, a PodDisruptionBudget
 keeps one) answers on a NodePort; a client
 on the controller asks every 0.2 s, trying the other host when one does not answer (as a load
 balancer in front of the hosts would). The upgrade to artifacts/versions.env's pin then runs once;
@@ -12,43 +14,24 @@ refused before anything changes.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from cluster_helpers import NAMESPACE, wait_for
+from cluster_helpers import NAMESPACE, pinned_version, recap, run_playbook, scenario_kubernetes_version, wait_for
 
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
 
-REPO = Path(__file__).resolve().parents[2]
+PREVIOUS, CURRENT = pinned_version("versions-previous.env"), pinned_version("versions.env")
+pytestmark = pytest.mark.skipif(
+    "MOLECULE_INVENTORY_FILE" in os.environ and scenario_kubernetes_version() != PREVIOUS,
+    reason=f"the scenario's cluster is not at the previous pin {PREVIOUS} (the podman scenario's is): nothing to upgrade")
 APP = "upgrade-web"
 NODE_PORT = 30080
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
-
-
-def pin(name: str, file: str) -> str:
-    text = (REPO / "artifacts" / file).read_text()
-    return re.search(rf"^{name}=(\S+)$", text, re.M).group(1)
-
-
-PREVIOUS, CURRENT = pin("K8S_VERSION", "versions-previous.env"), pin("K8S_VERSION", "versions.env")
-
-
-def run_playbook(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=3000, check=False,
-                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"))
-
-
-def recap(stdout: str) -> dict[str, dict[str, int]]:
-    return {match[0]: {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match[1])}
-            for match in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
 
 
 def kubelet_versions(core) -> dict[str, str]:
@@ -133,7 +116,7 @@ def upgraded(core, workload):
     prober.start()
     time.sleep(5)
     started = time.monotonic()
-    result = run_playbook("playbooks/upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}")
+    result = run_playbook("upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}", timeout=3000)
     seconds = time.monotonic() - started
     time.sleep(5)
     prober.stop.set()
@@ -164,13 +147,13 @@ def test_the_workload_kept_answering(upgraded):
 
 
 def test_a_second_run_changes_nothing(upgraded):
-    result = run_playbook("playbooks/upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}")
+    result = run_playbook("upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}")
     assert result.returncode == 0, result.stdout[-5000:]
     assert {host: counts["changed"] for host, counts in recap(result.stdout).items()} == {"host1": 0, "host2": 0}
 
 
 def test_a_downgrade_is_refused_before_any_change(upgraded, core):
-    result = run_playbook("playbooks/upgrade.yml", "-e", f"u7s_kubernetes_version={PREVIOUS}")
+    result = run_playbook("upgrade.yml", "-e", f"u7s_kubernetes_version={PREVIOUS}")
     assert result.returncode != 0
     assert "a downgrade is not supported" in " ".join((result.stdout + result.stderr).split())
     assert all(counts["changed"] == 0 for counts in recap(result.stdout).values())

@@ -1,1 +1,0 @@
-../tests/cluster_helpers.py
