@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import typing as t
 
 from ansible.errors import AnsibleActionFail
@@ -19,6 +20,7 @@ from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (
     ClusterInput,
     plan_cluster,
 )
+from ansible_collections.u7s.cluster.plugins.module_utils.registries import controller_files
 
 # The settings role's entry point that declares every setting.
 SETTINGS_ENTRY_POINT = "settings"
@@ -112,7 +114,10 @@ class ActionModule(ActionBase):
                 "in_play": name in play_hosts,
             })
 
-        plan = plan_cluster(ClusterInput(group, groups, spec), hosts, purpose)
+        # The certificate files u7s_registries names are copied from the controller: check they are there.
+        named = {path for host in hosts for path in controller_files(host["settings"].get("u7s_registries"))}
+        missing = frozenset(path for path in named if not os.path.isfile(path))
+        plan = plan_cluster(ClusterInput(group, groups, spec, missing), hosts, purpose)
         result["changed"] = False
         result.update(plan)
         if plan["problems"]:

@@ -51,6 +51,7 @@ from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
     plan_node_networks,
 )
 from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts
+from ansible_collections.u7s.cluster.plugins.module_utils.registries import redacted, registry_problems
 
 # Settings that may differ from host to host; every other one must be the same
 # on every host of the cluster (one kubelet configuration, one VXLAN port, ...).
@@ -66,6 +67,8 @@ HOST_SETTINGS = frozenset({
 })
 # Read on the controller only (templated per host by Ansible); never compared.
 CONTROLLER_SETTINGS = frozenset({"u7s_kubeconfig"})
+# Settings that may hold secrets: messages and the returned plan (which Ansible prints) show them redacted.
+SECRET_SETTINGS = {"u7s_registries": redacted}
 
 # Settings a running node keeps (they are in its published ports, its environment or the
 # kubeadm state in its volumes): the node role records them, and changing one on a running
@@ -193,6 +196,8 @@ class ClusterInput(t.NamedTuple):
     cluster_group: str
     groups: Mapping[str, Sequence[str]]
     spec: Mapping[str, Mapping[str, t.Any]]
+    # Controller paths the settings name (u7s_registries' certificates) that are no files there.
+    missing_files: frozenset[str] = frozenset()
 
 
 class _Problems:
@@ -258,7 +263,8 @@ class _Coercer:
         strict = _STRICT_TYPES.get(option.get("type")) if option is not None else None
         if strict is not None and not isinstance(value, strict[0]):
             # The roles read the inventory's value itself: "false" would be true to them.
-            return None, "must be %s, got %r (a %s)" % (strict[1], value, type(value).__name__)
+            shown = SECRET_SETTINGS[name](value) if name in SECRET_SETTINGS else value
+            return None, "must be %s, got %r (a %s)" % (strict[1], shown, type(value).__name__)
         key = (name, _key(value))
         found = self._cache.get(key)
         if found is None:
@@ -368,7 +374,8 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
     """Check the cluster and plan every host's node.
 
     Returns ``{"problems": [...], "settings": {...}, "control_plane": name, "hosts": {name: {...}}}``;
-    ``hosts`` and ``settings`` are only complete when ``problems`` is empty.
+    ``hosts`` and ``settings`` are only complete when ``problems`` is empty; ``settings`` show secrets
+    (u7s_registries' passwords) redacted, as every message does.
 
     With ``purpose="reset"`` the hosts' recorded nodes are not read: a setting changed since the nodes
     were created, recorded subnets that collide (a half-broken cluster) and hosts outside a ``--limit``
@@ -413,7 +420,8 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
         for name, raw in host["settings"].items():
             value, error = coercer.coerce(name, raw)
             if error is not None:
-                type_errors.setdefault((name, "%s (got %r)" % (error, raw)), []).append(host["name"])
+                shown = SECRET_SETTINGS[name](raw) if name in SECRET_SETTINGS else raw
+                type_errors.setdefault((name, "%s (got %r)" % (error, shown)), []).append(host["name"])
             values[name] = value
         resolved[host["name"]] = values
     for (name, error), where in type_errors.items():
@@ -434,7 +442,8 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
             value = resolved[host_name].get(name)
             by_value.setdefault(_key(value), (value, []))[1].append(host_name)
         if len(by_value) > 1:
-            variants = "; ".join("%s on %s" % (json.dumps(value, sort_keys=True, default=str), describe_hosts(where))
+            shown = SECRET_SETTINGS.get(name, lambda value: value)
+            variants = "; ".join("%s on %s" % (json.dumps(shown(value), sort_keys=True, default=str), describe_hosts(where))
                                  for value, where in by_value.values())
             problems.add(
                 "%s must be the same on every host of %s (joined kubelets take the control plane's configuration, "
@@ -442,6 +451,9 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
                 "not per host." % (name, group, variants, group))
 
     _check_cluster_values(cluster, problems)
+    if "u7s_registries" in cluster:
+        for text in registry_problems(cluster["u7s_registries"], model.missing_files):
+            problems.add(text)
     _check_running_nodes(cluster, hosts, problems, purpose == "upgrade")
     control_plane = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
 
@@ -524,7 +536,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
                 "container has never run, remove the cluster user's ~/.local/state/u7s/node.json."
                 % (host["name"], recorded, describe_hosts(keeper) if keeper else "another host"))
     if problems.items:
-        return {"problems": problems.items, "settings": cluster, "control_plane": control_plane, "hosts": {}}
+        return {"problems": problems.items, "settings": _shown(cluster), "control_plane": control_plane, "hosts": {}}
 
     planned = {}
     for host in hosts:
@@ -556,9 +568,14 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
     control_plane_address = planned[control_plane]["host_address"]
     endpoint = cluster["u7s_control_plane_endpoint"] or (
         "%s:%d" % (control_plane_address, cluster["u7s_port_apiserver"]) if control_plane_address else None)
-    return {"problems": [], "settings": cluster, "control_plane": control_plane, "api_endpoint": endpoint,
+    return {"problems": [], "settings": _shown(cluster), "control_plane": control_plane, "api_endpoint": endpoint,
             "hosts": planned, "host_addresses": sorted(set(addresses.values()), key=ipaddress.ip_address),
             "apiserver_sources": sources, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS}}
+
+
+def _shown(cluster: Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The cluster's settings as the plan returns them: secrets redacted (the roles read the settings themselves)."""
+    return {name: SECRET_SETTINGS[name](value) if name in SECRET_SETTINGS else value for name, value in cluster.items()}
 
 
 def _version(text: t.Any) -> tuple[int, int, int] | None:

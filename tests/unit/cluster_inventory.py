@@ -120,10 +120,15 @@ def plan(
     groups: t.Mapping[str, t.Sequence[str]] | None = None,
     cluster_group: str = CLUSTER_GROUP,
     purpose: str = "bring-up",
+    missing_files: t.Collection[str] = (),
 ) -> dict[str, t.Any]:
-    """plan_cluster over the records, with the real spec; the groups default to the collection's layout."""
+    """plan_cluster over the records, with the real spec; the groups default to the collection's layout.
+
+    MISSING_FILES: controller paths the action found to be no files.
+    """
     names = [record["name"] for record in records]
-    return plan_cluster(ClusterInput(cluster_group, groups or cluster_groups(names), _spec()), records, purpose)
+    return plan_cluster(ClusterInput(cluster_group, groups or cluster_groups(names), _spec(), frozenset(missing_files)),
+                        records, purpose)
 
 
 def plan_of(

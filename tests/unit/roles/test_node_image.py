@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ from rendering import (
 )
 
 ROLE = REPO / "roles" / "node_image"
+REGISTRIES_SCRIPT = ROLE / "files" / "u7s-containerd-registries"
+CONTEXT_FILES_TASK = "Copy the node's entrypoint wrapper and its helpers, the kubelet drop-in and the VXLAN checksum service"
 
 
 def node_image_variables(inventory: dict | None = None, architecture: str = "x86_64") -> dict:
@@ -147,7 +150,8 @@ def sandboxed(script: str, root: Path) -> str:
     (cgroup / "cgroup.controllers").write_text("cpu memory\n")  # a cgroup v2 layout: nothing to unmount
     (root / "mounts").write_text("")
     return (script.replace("/etc/", f"{root}/etc/").replace("/sys/fs/cgroup", str(cgroup))
-            .replace("/proc/self/mounts", str(root / "mounts")))
+            .replace("/proc/self/mounts", str(root / "mounts"))
+            .replace("/usr/local/bin/u7s-containerd-registries", "sh %s" % REGISTRIES_SCRIPT))
 
 
 @pytest.mark.parametrize(("driver", "expected"), [("systemd", "true"), ("cgroupfs", "false")])
@@ -159,7 +163,8 @@ def test_entrypoint_sets_containerds_cgroup_driver(tmp_path, driver, expected):
     for _start in range(2):
         subprocess.run(["sh", "-c", script, "u7s-entrypoint", "true"],
                        env={"HOST_IP": "192.0.2.7", "U7S_CGROUP_DRIVER": driver, "PATH": "/usr/bin:/bin"}, check=True)
-    assert config.read_text() == f'[plugins.cri]\n        SystemdCgroup = {expected}\n        other = 1\n'
+    assert config.read_text() == (f'[plugins.cri]\n        SystemdCgroup = {expected}\n        other = 1\n'
+                                  '\n[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "/u7s/registries"\n')
 
 
 def test_entrypoint_refuses_an_unknown_cgroup_driver(tmp_path):
@@ -223,7 +228,94 @@ def test_the_checksum_service_is_enabled_under_usr():
     assert "COPY u7s-vxlan-checksum.service /usr/lib/systemd/system/\n" in text
     assert ("ln -sf ../u7s-vxlan-checksum.service "
             "/usr/lib/systemd/system/multi-user.target.wants/u7s-vxlan-checksum.service") in text
-    context = task_named("node_image", "context.yml",
-                         "Copy the node's entrypoint wrapper, its kubelet drop-in and the VXLAN checksum service")
+    context = task_named("node_image", "context.yml", CONTEXT_FILES_TASK)
     copied = {item["name"] for item in context["loop"]}
     assert {"u7s-vxlan-checksum", "u7s-vxlan-checksum.service"} <= copied
+
+
+# --- the node's containerd reads the registries role's hosts.toml files -----------------------------
+
+KIND_V2 = """# explicitly use v2 config format
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.10"
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
+
+[plugins."io.containerd.grpc.v1.cri".registry.headers]
+  X-Site = ["a"]
+"""
+V3 = """version = 3
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = 'overlayfs'
+
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = '/etc/containerd/certs.d:/etc/docker/certs.d'
+
+  [plugins.'io.containerd.transfer.v1.local']
+    config_path = '/etc/containerd/certs.d'
+"""
+V2_EMPTY_TABLE = """version = 2
+[plugins."io.containerd.grpc.v1.cri".registry]
+[plugins."io.containerd.grpc.v1.cri".registry.headers]
+  X-Site = ["a"]
+"""
+
+
+def registry_config_path(text: str) -> str:
+    plugins = tomllib.loads(text)["plugins"]
+    images = plugins.get("io.containerd.cri.v1.images") or plugins["io.containerd.grpc.v1.cri"]
+    return images["registry"]["config_path"]
+
+
+@pytest.mark.parametrize(("name", "original"), [
+    ("node-base", (REPO / "artifacts/images/node-base/etc/containerd/config.toml").read_text()),
+    ("kind-v2", KIND_V2),
+    ("v3", V3),
+    ("v2-table-without-path", V2_EMPTY_TABLE),
+], ids=["node-base", "kind-v2", "v3", "v2-table-without-path"])
+def test_containerd_reads_the_registries_directory(tmp_path, name, original):
+    """config_path becomes /u7s/registries, in the table of the config's version; a second start changes nothing."""
+    config = tmp_path / "config.toml"
+    config.write_text(original)
+    subprocess.run(["sh", str(REGISTRIES_SCRIPT), str(config)], check=True)
+    first = config.read_text()
+    assert registry_config_path(first) == "/u7s/registries", first
+    subprocess.run(["sh", str(REGISTRIES_SCRIPT), str(config)], check=True)
+    assert config.read_text() == first
+    # Nothing else changed: at most the table's own config_path line went, only its table and line came.
+    removed = [line for line in original.splitlines() if line not in first.splitlines()]
+    added = [line for line in first.splitlines() if line not in original.splitlines()]
+    assert len(removed) <= 1 and all(line.strip().startswith("config_path") for line in removed), removed
+    assert all("/u7s/registries" in line or line.startswith("[plugins") or not line for line in added), added
+    if name == "v3":
+        assert "    config_path = '/etc/containerd/certs.d'\n" in first  # the transfer plugin's own
+
+
+def test_containerd_registries_leaves_a_deprecated_registry_configuration_alone(tmp_path):
+    """containerd refuses config_path beside registry.mirrors: such a base keeps its own, with a warning."""
+    config = tmp_path / "config.toml"
+    original = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n  endpoint = ["https://m"]\n'
+    config.write_text(original)
+    result = subprocess.run(["sh", str(REGISTRIES_SCRIPT), str(config)], capture_output=True, text=True, check=True)
+    assert config.read_text() == original
+    assert "u7s_registries does not apply to this node" in result.stderr
+
+
+def test_the_script_reads_where_the_node_sees_the_registries_directory():
+    """The node role mounts its configuration directory at config_mount; the registries role writes under it."""
+    describe = task_named("node", "describe.yml", "Describe the node")
+    mount = describe["ansible.builtin.set_fact"]["node_facts"]["config_mount"]
+    script = REGISTRIES_SCRIPT.read_text()
+    assert 'dir=${2:-%s/registries}' % mount in script
+    assert '/usr/local/bin/u7s-containerd-registries "$containerd_config" %s/registries' % mount in (
+        ROLE / "files/u7s-entrypoint").read_text()
+    assert "COPY u7s-entrypoint u7s-containerd-registries " in dockerfile()
+    context = task_named("node_image", "context.yml", CONTEXT_FILES_TASK)
+    assert {"name": "u7s-containerd-registries", "mode": "0755"} in context["loop"]
