@@ -19,7 +19,7 @@ RECAP_LINE = re.compile(r"^(\S+)\s+:\s+(ok=.*)$", re.M)
 
 
 def run_playbook(playbook: str, *args: str, inventory: str | os.PathLike | None = None,
-                 timeout: float = 1500) -> subprocess.CompletedProcess:
+                 timeout: float = 1500, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run playbooks/<playbook> (molecule's inventory unless another is given); never raises on failure.
 
     Without colour: molecule forces it on, and the recap parsers below would not match.
@@ -28,7 +28,7 @@ def run_playbook(playbook: str, *args: str, inventory: str | os.PathLike | None 
         ["ansible-playbook", "-i", str(inventory or os.environ["MOLECULE_INVENTORY_FILE"]),
          str(REPO / "playbooks" / playbook), *args],
         capture_output=True, text=True, cwd=REPO, timeout=timeout, check=False,
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false"))
+        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="false", **(env or {})))
 
 
 def recap(stdout: str) -> dict[str, dict[str, int]]:

@@ -14,6 +14,7 @@ refused before anything changes.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -44,25 +45,29 @@ def all_ready(core) -> bool:
 
 
 class Prober(threading.Thread):
-    """Asks the NodePort every 0.2 s, the next host on failure; counts what failed."""
+    """Asks the NodePort every 0.2 s, the next host on failure; counts what failed, and when and how."""
 
     def __init__(self, addresses: list[str]) -> None:
         super().__init__(daemon=True)
         self.addresses = addresses
         self.stop = threading.Event()
         self.requests = self.first_try_failed = self.failed = 0
+        # (wall-clock time, {address: error}) of every request that no host answered.
+        self.failures: list[tuple[float, dict[str, str]]] = []
 
     def run(self) -> None:
         turn = 0
         while not self.stop.is_set():
             self.requests += 1
             ok = False
+            errors = {}
             for attempt in range(len(self.addresses)):
                 address = self.addresses[(turn + attempt) % len(self.addresses)]
                 try:
                     with urllib.request.urlopen(f"http://{address}:{NODE_PORT}/", timeout=2) as answer:
                         ok = b"upgrade-web" in answer.read()
-                except OSError:
+                except OSError as error:
+                    errors[address] = type(getattr(error, "reason", error)).__name__
                     ok = False
                 if ok:
                     break
@@ -70,8 +75,36 @@ class Prober(threading.Thread):
                     self.first_try_failed += 1
             if not ok:
                 self.failed += 1
+                self.failures.append((time.time(), errors))
             turn += 1
             time.sleep(0.2)
+
+
+# profile_tasks prints the wall clock under each task header.
+TASK_HEADER = re.compile(r"^TASK \[(?P<task>.*)\] \**\n\w+ \d+ \w+ \d{4}\s+(?P<clock>\d\d:\d\d:\d\d)", re.M)
+
+
+def failure_windows(failures: list[tuple[float, dict[str, str]]], stdout: str) -> list[str]:
+    """The prober's failures grouped into windows (gaps under 5 s), each with the task that was running."""
+    tasks = []
+    for match in TASK_HEADER.finditer(stdout):
+        clock = time.strptime(match["clock"], "%H:%M:%S")
+        tasks.append((clock.tm_hour * 3600 + clock.tm_min * 60 + clock.tm_sec, match["task"]))
+    windows: list[list[tuple[float, dict[str, str]]]] = []
+    for failure in failures:
+        if windows and failure[0] - windows[-1][-1][0] < 5:
+            windows[-1].append(failure)
+        else:
+            windows.append([failure])
+    lines = []
+    for window in windows:
+        start = time.gmtime(window[0][0])
+        second = start.tm_hour * 3600 + start.tm_min * 60 + start.tm_sec
+        running = [task for at, task in tasks if at <= second]
+        kinds = sorted({f"{address}: {error}" for _at, errors in window for address, error in errors.items()})
+        lines.append(f"{time.strftime('%H:%M:%S', start)} +{window[-1][0] - window[0][0]:.0f} s: {len(window)} failed "
+                     f"({', '.join(kinds)}) during [{running[-1] if running else '?'}]")
+    return lines
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +149,8 @@ def upgraded(core, workload):
     prober.start()
     time.sleep(5)
     started = time.monotonic()
-    result = run_playbook("upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}", timeout=3000)
+    result = run_playbook("upgrade.yml", "-e", f"u7s_kubernetes_version={CURRENT}", timeout=3000,
+                          env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "TZ": "UTC"})
     seconds = time.monotonic() - started
     time.sleep(5)
     prober.stop.set()
@@ -124,6 +158,8 @@ def upgraded(core, workload):
     print(f"\nupgrade {PREVIOUS} -> {CURRENT}: {seconds:.0f} s for {len(addresses)} nodes "
           f"({seconds / len(addresses):.0f} s per node); HTTP requests: {prober.requests}, "
           f"failed on the first host tried: {prober.first_try_failed}, failed on every host: {prober.failed}")
+    for line in failure_windows(prober.failures, result.stdout):
+        print("  no host answered from " + line)
     return {"result": result, "prober": prober, "seconds": seconds}
 
 

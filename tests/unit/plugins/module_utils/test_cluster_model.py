@@ -477,7 +477,8 @@ def test_a_message_about_many_hosts_counts_the_rest() -> None:
 def test_ten_thousand_hosts_plan_in_well_under_seconds() -> None:
     """A guard against quadratic checks, not a benchmark (bench/plan.py measures).
 
-    The best of up to three tries, so that a busy machine does not fail it; a
+    The best of up to three tries under a bound far above the ~1 s it takes on an idle 2-core
+    machine, so that a busy machine (a test bed building images beside it) does not fail it; a
     quadratic check takes minutes for 10,000 hosts, whatever the load.
     """
     names = ["node%d" % index for index in range(10000)]
@@ -488,9 +489,9 @@ def test_ten_thousand_hosts_plan_in_well_under_seconds() -> None:
         started = time.perf_counter()
         result = plan(records)
         best = min(best, time.perf_counter() - started)
-        if best < 2:
+        if best < 10:
             break
-    assert best < 2
+    assert best < 10
     assert result["problems"] == []
     assert len(result["hosts"]) == 10000
 
