@@ -30,9 +30,11 @@ def test_node_image_tag_follows_its_kubernetes_version(as_user, engine, node_ref
     assert node_ref == f"{NODE_IMAGE}:{label.stdout.strip()}"
 
 
-def test_no_archive_left_on_the_host(host, cluster_user):
-    home = host.user(cluster_user).home
-    assert not host.file(f"{home}/.cache/u7s/node-image.tar").exists
+def test_no_archive_left_on_the_host(as_user):
+    """The copy (node-<version>.tar.zst) and any decompressed one are removed after the load."""
+    listed = as_user("ls -A ~/.cache/u7s 2>/dev/null || true")
+    assert listed.rc == 0, listed.stderr
+    assert [name for name in listed.stdout.split() if ".tar" in name] == []
 
 
 @pytest.fixture

@@ -13,8 +13,26 @@ import typing as t
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
+# Leading bytes of each compression the engines detect when loading an archive
+# (moby's DetectCompression, containers/image's pkg/compression).
+_MAGIC = (
+    ("gzip", b"\x1f\x8b\x08"),
+    ("bzip2", b"BZh"),
+    ("xz", b"\xfd7zXZ\x00"),
+    ("zstd", b"\x28\xb5\x2f\xfd"),
+)
+
+
 class ImageArchiveError(Exception):
     """The file is not an image archive this collection can read."""
+
+
+def detect_compression(head: bytes) -> str:
+    """``none``, ``gzip``, ``bzip2``, ``xz`` or ``zstd``, from the first bytes of a file."""
+    for name, magic in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return "none"
 
 
 def _config_id(config_path: str) -> str:
@@ -26,12 +44,24 @@ def _config_id(config_path: str) -> str:
     return "sha256:" + match.group(0)
 
 
+def file_compression(path: str) -> str:
+    """The compression of the file at ``path`` (see ``detect_compression``)."""
+    try:
+        with open(path, "rb") as opened:
+            return detect_compression(opened.read(8))
+    except OSError as exc:
+        raise ImageArchiveError("cannot read: %s" % exc) from exc
+
+
 def read_manifest(archive: t.IO[bytes] | str) -> list[dict[str, t.Any]]:
     """The images an archive holds: ``[{'id': 'sha256:…', 'repo_tags': [...]}]``.
 
     ``archive`` is a path or an open binary file; gzip, bzip2 and xz
-    compression are recognised by ``tarfile``.
+    compression are recognised by ``tarfile``, zstd is not (the standard
+    library has no zstd before Python 3.14).
     """
+    if isinstance(archive, str) and file_compression(archive) == "zstd":
+        raise ImageArchiveError("zstd-compressed: give the uncompressed archive (or gzip, bzip2 or xz)")
     try:
         opened = tarfile.open(archive, mode="r:*") if isinstance(archive, str) else tarfile.open(fileobj=archive, mode="r:*")
     except (tarfile.TarError, OSError) as exc:

@@ -10,8 +10,11 @@ short_description: Tell which images an image archive holds, without a container
 version_added: 0.1.0
 description:
   - Reads C(manifest.json) of an archive written by C(docker save) or C(podman save) (docker-archive
-    format, optionally gzip, bzip2 or xz compressed) and returns each image's ID and tags.
+    format, optionally gzip, bzip2 or xz compressed) and returns each image's ID and tags, and the
+    archive's compression.
   - The ID lets a play decide whether a host already has the image before copying a large archive to it.
+  - A zstd-compressed archive is refused (Python's standard library reads no zstd before 3.14); read the
+    uncompressed archive instead.
 options:
   path:
     description:
@@ -46,6 +49,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+compression:
+  description: How the archive file is compressed, from its first bytes; C(none), C(gzip), C(bzip2) or C(xz).
+  returned: success
+  type: str
+  sample: none
 images:
   description: The images in the archive, in manifest order.
   returned: success
@@ -65,7 +73,11 @@ images:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.u7s.cluster.plugins.module_utils.image_archive import ImageArchiveError, read_manifest
+from ansible_collections.u7s.cluster.plugins.module_utils.image_archive import (
+    ImageArchiveError,
+    file_compression,
+    read_manifest,
+)
 
 
 def main() -> None:
@@ -73,9 +85,10 @@ def main() -> None:
     path = module.params["path"]
     try:
         images = read_manifest(path)
+        compression = file_compression(path)
     except ImageArchiveError as exc:
         module.fail_json(msg="%s: %s" % (path, exc))
-    module.exit_json(changed=False, images=images)
+    module.exit_json(changed=False, images=images, compression=compression)
 
 
 if __name__ == "__main__":

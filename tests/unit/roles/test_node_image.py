@@ -21,6 +21,7 @@ from rendering import (
     render_role_template,
     role_variables,
     task_named,
+    trusted,
     versions_env,
 )
 
@@ -319,3 +320,94 @@ def test_the_script_reads_where_the_node_sees_the_registries_directory():
     assert "COPY u7s-entrypoint u7s-containerd-registries " in dockerfile()
     context = task_named("node_image", "context.yml", CONTEXT_FILES_TASK)
     assert {"name": "u7s-containerd-registries", "mode": "0755"} in context["loop"]
+
+# --- archive: what travels to the hosts, when it is compressed, where it is decompressed ----------
+
+ARCHIVE_ID = "sha256:" + "3f" * 32
+COMPRESS = "Compress it with zstd (only when the image ID differs from the stamp's)"
+DECOMPRESS = "Decompress the copy where Docker is older than 23.0 (this one is {{ node_image_docker_host.host_info.ServerVersion }})"
+LOAD_BLOCK = "Load the archive where the user's engine lacks its image"
+
+
+def archive_variables(controller_dir: Path, compression: str = "none", inventory: dict | None = None) -> dict:
+    """The role's variables after image_archive_info read an archive of that compression."""
+    info = {"compression": compression, "images": [{"id": ARCHIVE_ID, "repo_tags": []}]}
+    variables = role_variables("node_image", {"node_image_source": "archive", "node_image_controller_dir": str(controller_dir),
+                                              **(inventory or {})},
+                               facts={"ansible_facts": {"architecture": "x86_64"}, "node_image_archive_info": info,
+                                      "rootless_runtime_session": {"home": "/home/u7s", "user": "u7s", "engine": "docker"}})
+    # The block's vars, templated lazily as Ansible does.
+    variables.update(trusted(task_named("node_image", "archive.yml", LOAD_BLOCK)["vars"]))
+    return variables
+
+
+@pytest.mark.parametrize(("compressed", "stamp", "compresses"), [
+    (False, None, True),
+    (True, None, True),            # a copy nobody vouched for (an interrupted compression)
+    (True, "sha256:" + "ab" * 32, True),  # the archive holds another image now
+    (False, ARCHIVE_ID, True),      # the copy was deleted
+    (True, ARCHIVE_ID, False),      # a re-run
+], ids=["first-run", "no-stamp", "new-image", "copy-deleted", "re-run"])
+def test_the_controller_compresses_once_per_image(tmp_path, compressed, stamp, compresses):
+    variables = archive_variables(tmp_path)
+    zstd_path = Path(evaluate("node_image_archive_zstd_path", variables))
+    assert zstd_path == tmp_path / f"node-{evaluate('u7s_kubernetes_version', variables)}.tar.zst"
+    if compressed:
+        zstd_path.write_bytes(b"(zstd)")
+    if stamp is not None:
+        Path(evaluate("node_image_archive_zstd_stamp", variables)).write_text(stamp)
+    block = task_named("node_image", "archive.yml", "Compress the archive on the controller (once per image)")
+    variables.update(trusted(block["vars"]))
+    task = task_named("node_image", "archive.yml", COMPRESS)
+    forget = task_named("node_image", "archive.yml", "Forget which image the old copy holds")
+    # The stamp goes before a compression starts (an interrupted one then leaves none).
+    assert forget["when"] == task["when"]
+    assert (conditions_failed([task["when"]], variables) == []) is compresses
+    assert task["ansible.builtin.command"]["argv"][:5] == ["zstd", "-q", "-f", "-T0", "-{{ node_image_archive_zstd_level }}"]
+
+
+def test_an_uncompressed_archive_travels_as_zstd(tmp_path):
+    variables = archive_variables(tmp_path)
+    version = evaluate("u7s_kubernetes_version", variables)
+    assert evaluate("node_image_shipped_path", variables) == f"{tmp_path}/node-{version}.tar.zst"
+    assert evaluate("node_image_shipped_compression", variables) == "zstd"
+    assert evaluate("node_image_host_copy", variables) == f"/home/u7s/.cache/u7s/node-{version}.tar.zst"
+    assert evaluate("node_image_host_decompressed", variables) == f"/home/u7s/.cache/u7s/node-{version}.tar"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "xz"])
+def test_a_compressed_archive_travels_as_it_is(tmp_path, compression):
+    variables = archive_variables(tmp_path, compression, {"node_image_archive": "/srv/node.tar.x"})
+    assert evaluate("node_image_shipped_path", variables) == "/srv/node.tar.x"
+    assert evaluate("node_image_shipped_compression", variables) == compression
+    assert evaluate("node_image_host_decompressed", variables) == evaluate("node_image_host_copy", variables)
+    block = task_named("node_image", "archive.yml", "Compress the archive on the controller (once per image)")
+    assert conditions_failed([block["when"]], variables) != []
+
+
+@pytest.mark.parametrize(("server_version", "decompresses"), [
+    ("20.10.24+dfsg1", True),   # Debian 12's docker.io
+    ("20.10.12", True),
+    ("23.0.0", False),
+    ("26.1.5+dfsg1", False),    # Debian 13's docker.io, the test bed's
+    ("28.2.2", False),
+])
+def test_docker_gets_zstd_decompressed_before_23(tmp_path, server_version, decompresses):
+    variables = {**archive_variables(tmp_path), "node_image_docker_host": {"host_info": {"ServerVersion": server_version}}}
+    task = task_named("node_image", "load-docker.yml", DECOMPRESS)
+    assert (conditions_failed(task["when"], variables) == []) is decompresses
+    gzip_variables = {**archive_variables(tmp_path, "gzip"), "node_image_docker_host": variables["node_image_docker_host"]}
+    assert conditions_failed(task["when"], gzip_variables) != []
+
+
+NO_ZSTD = "Refuse a controller without zstd"
+
+
+@pytest.mark.parametrize(("inventory", "refused"), [
+    ({"node_image_source": "archive", "node_image_controller_zstd": {"rc": 2, "msg": "No such file"}}, True),
+    ({"node_image_source": "archive", "node_image_controller_zstd": {"rc": 0, "stdout": "zstd v1.5.4"}}, False),
+    # The look-up is skipped for the other sources, and nothing is refused.
+    ({"node_image_source": "build", "node_image_controller_zstd": {"skipped": True}}, False),
+], ids=["archive-without-zstd", "archive-with-zstd", "build"])
+def test_preflight_refuses_archive_without_zstd_on_the_controller(inventory, refused):
+    assert refuses(NO_ZSTD, inventory) is refused
