@@ -116,8 +116,34 @@ class ActionModule(ActionBase):
 
         # The certificate files u7s_registries names are copied from the controller: check they are there.
         named = {path for host in hosts for path in controller_files(host["settings"].get("u7s_registries"))}
-        missing = frozenset(path for path in named if not os.path.isfile(path))
-        plan = plan_cluster(ClusterInput(group, groups, spec, missing), hosts, purpose)
+        # So are the fleet registry's CA, its site images and the offline images' manifest.
+        generated_ca = (templar.template(task_vars.get("settings_registry_generated_ca", "")),
+                        templar.template(task_vars.get("settings_registry_generated_ca_key", "")))
+        registry_group = hosts[0]["settings"].get("u7s_registry_group") if hosts else None
+        registry_hosts = None
+        if isinstance(registry_group, str) and registry_group in groups:
+            registry_hosts = []
+            for name in groups[registry_group]:
+                host_vars = hostvars[name]
+                registry_hosts.append({
+                    "name": name,
+                    "host_ip": host_vars["u7s_host_ip"] if "u7s_host_ip" in host_vars else "",
+                    "ansible_host": host_vars.get("ansible_host") if "ansible_host" in host_vars else None,
+                    "default_ipv4": (_facts_of(host_vars).get("default_ipv4") or {}).get("address"),
+                })
+            named |= set(generated_ca)
+            for host in hosts[:1]:
+                settings = host["settings"]
+                named |= {path for path in (settings.get("u7s_registry_ca_file"), settings.get("u7s_registry_ca_key_file"))
+                          if isinstance(path, str) and os.path.isabs(path)}
+                images = settings.get("u7s_registry_images")
+                named |= {path for path in (images if isinstance(images, list) else [])
+                          if isinstance(path, str) and os.path.isabs(path)}
+                offline = settings.get("u7s_registry_offline_images_dir")
+                if isinstance(offline, str) and os.path.isabs(offline):
+                    named.add(os.path.join(offline, "manifest.json"))
+        missing = frozenset(path for path in named if path and not os.path.isfile(path))
+        plan = plan_cluster(ClusterInput(group, groups, spec, missing, registry_hosts, generated_ca), hosts, purpose)
         result["changed"] = False
         result.update(plan)
         if plan["problems"]:

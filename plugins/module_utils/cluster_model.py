@@ -50,6 +50,7 @@ from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
     parse_subnet,
     plan_node_networks,
 )
+from ansible_collections.u7s.cluster.plugins.module_utils.fleet_registry import registry_plan
 from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts
 from ansible_collections.u7s.cluster.plugins.module_utils.registries import redacted, registry_problems
 
@@ -196,8 +197,13 @@ class ClusterInput(t.NamedTuple):
     cluster_group: str
     groups: Mapping[str, Sequence[str]]
     spec: Mapping[str, Mapping[str, t.Any]]
-    # Controller paths the settings name (u7s_registries' certificates) that are no files there.
+    # Controller paths the settings name (u7s_registries' certificates, the fleet registry's CA and
+    # images) that are no files there.
     missing_files: frozenset[str] = frozenset()
+    # The fleet registry group's hosts ({name, host_ip, ansible_host, default_ipv4}); None: no such group.
+    registry_hosts: Sequence[Mapping[str, t.Any]] | None = None
+    # Where the controller keeps the CA (and key) it generates for the fleet registry.
+    generated_ca: tuple[str, str] = ("", "")
 
 
 class _Problems:
@@ -366,8 +372,9 @@ def _extra_ports(value: t.Any, host: str) -> tuple[list[tuple[str, int, str]], l
 
 
 # What a plan is for: a bring-up checks the inventory against the nodes the hosts run; a reset
-# takes them away, so what they run (their recorded subnets and settings) may not refuse it.
-PURPOSES = ("bring-up", "upgrade", "reset")
+# takes them away, so what they run (their recorded subnets and settings) may not refuse it; the
+# fleet registry's playbooks (registry) leave the nodes alone, so they read them no more than a reset.
+PURPOSES = ("bring-up", "upgrade", "reset", "registry")
 
 
 def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purpose: str = "bring-up") -> dict[str, t.Any]:
@@ -384,7 +391,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
     """
     if purpose not in PURPOSES:
         raise ValueError("purpose must be one of %s, got %r" % (", ".join(PURPOSES), purpose))
-    if purpose == "reset":
+    if purpose in ("reset", "registry"):
         hosts = [dict(host, recorded_subnet="", recorded_settings=None) for host in hosts]
     problems = _Problems()
     group = model.cluster_group
@@ -498,8 +505,15 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
                          for host in hosts}
     sources = _apiserver_sources(cluster["u7s_firewall_apiserver_sources"], problems)
     networks = _check_networks(cluster, hosts, addresses, problems)
+    registry = None
+    if "u7s_registry_group" in cluster:
+        registry, found = registry_plan(
+            cluster, model.registry_hosts, {name: resolved[name]["u7s_user"] for name in names}, addresses,
+            model.missing_files, model.generated_ca, purpose)
+        for text in found:
+            problems.add(text)
     if all(1 <= cluster[setting] <= 65535 for setting, _protocol in NODE_PORTS):
-        for text in _port_problems(hosts, resolved, addresses, extra, control_plane):
+        for text in _port_problems(hosts, resolved, addresses, extra, control_plane, registry):
             problems.add(_sentence(text))
 
     plan: dict[str, t.Any] = {}
@@ -570,7 +584,8 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
         "%s:%d" % (control_plane_address, cluster["u7s_port_apiserver"]) if control_plane_address else None)
     return {"problems": [], "settings": _shown(cluster), "control_plane": control_plane, "api_endpoint": endpoint,
             "hosts": planned, "host_addresses": sorted(set(addresses.values()), key=ipaddress.ip_address),
-            "apiserver_sources": sources, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS}}
+            "apiserver_sources": sources, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS},
+            "registry": registry}
 
 
 def _shown(cluster: Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -836,12 +851,16 @@ def _port_problems(
     addresses: Mapping[str, str],
     extra: Mapping[str, list[tuple[str, int, str]]],
     control_plane: str | None,
+    registry: Mapping[str, t.Any] | None = None,
 ) -> list[str]:
     records = []
     protocols = dict(NODE_PORTS)
     for host in hosts:
         name = host["name"]
         ports: dict[str, t.Any] = {setting: resolved[name][setting] for setting, _protocol in _node_ports(name, control_plane)}
+        if registry is not None and registry["host"] == name:
+            # The fleet registry listens on the host's addresses too (every one: its port is bound to all).
+            ports["u7s_registry_port"] = registry["port"]
         for label, port, protocol in extra[name]:
             key = "%s (%s)" % (label, protocol)
             ports[key] = port

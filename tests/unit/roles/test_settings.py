@@ -97,7 +97,8 @@ def test_the_defaults_make_a_working_cluster():
 
 def test_derived_values_are_no_settings():
     derived = load_vars(SETTINGS / "vars/main.yml")
-    assert set(derived) == {"u7s_node_image", "u7s_node_state_path", "settings_node", "u7s_registration_taint"}
+    assert set(derived) == {"u7s_node_image", "u7s_node_state_path", "settings_node", "u7s_registration_taint",
+                            "settings_registry_generated_ca", "settings_registry_generated_ca_key"}
     assert not set(derived) & set(settings_spec())
 
 
