@@ -112,6 +112,16 @@ def offline_images(manifest: t.Any, directory: str) -> list[dict[str, str]]:
     return found
 
 
+def archive_images(results: t.Any) -> list[dict[str, str]]:
+    """{ref, file, id} for every name in the archives image_archive_info read (its loop's results)."""
+    found = []
+    for result in results or []:
+        for image in result.get("images") or []:
+            for tag in image.get("repo_tags") or []:
+                found.append({"ref": tag, "file": result["item"], "id": image["id"]})
+    return found
+
+
 def load_plan(images: Sequence[Mapping[str, t.Any]], pushed: Mapping[str, t.Any]) -> list[dict[str, t.Any]]:
     """Which images to upload and push: those whose fleet path does not hold their image ID yet.
 

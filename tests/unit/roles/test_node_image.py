@@ -356,10 +356,10 @@ def test_the_controller_compresses_once_per_image(tmp_path, compressed, stamp, c
         zstd_path.write_bytes(b"(zstd)")
     if stamp is not None:
         Path(evaluate("node_image_archive_zstd_stamp", variables)).write_text(stamp)
-    block = task_named("node_image", "archive.yml", "Compress the archive on the controller (once per image)")
+    block = task_named("node_image", "controller-archive.yml", "Compress the archive on the controller (once per image)")
     variables.update(trusted(block["vars"]))
-    task = task_named("node_image", "archive.yml", COMPRESS)
-    forget = task_named("node_image", "archive.yml", "Forget which image the old copy holds")
+    task = task_named("node_image", "controller-archive.yml", COMPRESS)
+    forget = task_named("node_image", "controller-archive.yml", "Forget which image the old copy holds")
     # The stamp goes before a compression starts (an interrupted one then leaves none).
     assert forget["when"] == task["when"]
     assert (conditions_failed([task["when"]], variables) == []) is compresses
@@ -381,7 +381,7 @@ def test_a_compressed_archive_travels_as_it_is(tmp_path, compression):
     assert evaluate("node_image_shipped_path", variables) == "/srv/node.tar.x"
     assert evaluate("node_image_shipped_compression", variables) == compression
     assert evaluate("node_image_host_decompressed", variables) == evaluate("node_image_host_copy", variables)
-    block = task_named("node_image", "archive.yml", "Compress the archive on the controller (once per image)")
+    block = task_named("node_image", "controller-archive.yml", "Compress the archive on the controller (once per image)")
     assert conditions_failed([block["when"]], variables) != []
 
 
