@@ -12,7 +12,6 @@ the mirror, not a cached image, is what served it.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -75,7 +74,8 @@ def mirror(busybox_image, tmp_path_factory):
     """The mirror's URL, CA file (on the controller) and password; the host goes at the end."""
     entry = subprocess.run([str(REPO / "testbed/testbed.sh"), "add", REGISTRY_HOST],
                            capture_output=True, text=True, check=True, timeout=600).stdout
-    address = next(line.split(":", 1)[1].strip() for line in entry.splitlines() if "ansible_host:" in line)
+    address = next((line.split(":", 1)[1].strip() for line in entry.splitlines() if "ansible_host:" in line), None)
+    assert address, "testbed.sh add printed no ansible_host: %s" % entry
     password = secrets.token_hex(12)
     directory = tmp_path_factory.mktemp("mirror")
     try:
