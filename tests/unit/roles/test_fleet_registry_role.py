@@ -18,9 +18,9 @@ REGISTRY = {
 }
 
 
-def with_registry(role: str, inventory: dict | None = None, registry: dict | None = REGISTRY, **facts) -> dict:
-    """ROLE's variables on host1 when the settings check planned REGISTRY."""
-    plan = dict(play_facts(inventory)["settings_plan"], registry=registry)
+def with_registry(role: str, inventory: dict | None = None, registry: str = "planned", **facts) -> dict:
+    """ROLE's variables on host1 when the settings check planned REGISTRY ("planned"; "none": no registry)."""
+    plan = dict(play_facts(inventory)["settings_plan"], registry=REGISTRY if registry == "planned" else None)
     return role_on_host(role, inventory, settings_plan=plan, **facts)
 
 
@@ -28,7 +28,7 @@ def test_the_nodes_containerd_gets_the_fleet_registry_with_its_ca():
     site = {"docker.io": {"mirrors": ["https://m.example"]}}
     variables = with_registry("registries", {"u7s_registries": site})
     assert evaluate("registries_value", variables) == {**site, "192.0.2.5:5000": {"ca_file": REGISTRY["ca_file"]}}
-    assert evaluate("registries_value", with_registry("registries", {"u7s_registries": site}, None)) == site
+    assert evaluate("registries_value", with_registry("registries", {"u7s_registries": site}, "none")) == site
     task = task_named("registries", "main.yml", "Write the registry configuration as the cluster user")
     assert task["vars"]["registries_files"].startswith("{{ registries_value |")
 
@@ -40,7 +40,7 @@ def test_pull_takes_the_node_image_from_the_fleet_registry_unless_a_reference_is
     given = with_registry("node_image", {"node_image_source": "pull", "node_image_pull_ref": "ghcr.io/x/node:1"})
     assert evaluate("node_image_pull_source", given) == "ghcr.io/x/node:1"
     assert evaluate("node_image_pull_from_fleet", given) is False
-    none = with_registry("node_image", {"node_image_source": "pull"}, None)
+    none = with_registry("node_image", {"node_image_source": "pull"}, "none")
     assert evaluate("node_image_pull_source", none) == ""
 
 

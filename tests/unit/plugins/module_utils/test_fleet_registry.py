@@ -65,10 +65,11 @@ def test_each_archive_is_uploaded_once_and_only_what_the_registry_lacks():
     ]
     pushed = {"u7s/node:v1.36.4": "sha256:n", "registry.k8s.io/pause:3.10": "sha256:old"}
     assert load_plan(images, pushed) == [
-        {"file": "/c/site.tar", "refs": [{"ref": "site/app:1", "path": "docker.io/site/app:1"},
-                                          {"ref": "site/app:latest", "path": "docker.io/site/app:latest"}]},
-        {"file": "/c/pause.tar.zst", "refs": [{"ref": "registry.k8s.io/pause:3.10",
-                                               "path": "registry.k8s.io/pause:3.10"}]},
+        {"file": "/c/site.tar", "refs": [
+            {"ref": "site/app:1", "path": "docker.io/site/app:1"},
+            {"ref": "site/app:latest", "path": "docker.io/site/app:latest"}]},
+        {"file": "/c/pause.tar.zst", "refs": [
+            {"ref": "registry.k8s.io/pause:3.10", "path": "registry.k8s.io/pause:3.10"}]},
     ]
     held = {fleet_path(image["ref"]): image["id"] for image in images}
     assert load_plan(images, held) == []
