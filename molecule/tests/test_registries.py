@@ -12,7 +12,6 @@ the mirror, not a cached image, is what served it.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import time
@@ -78,7 +77,9 @@ def mirror(busybox_image, tmp_path_factory):
                            capture_output=True, text=True, check=False, timeout=600)
     assert added.returncode == 0, added.stderr[-3000:]
     entry = added.stdout
-    address = next(line.split(":", 1)[1].strip() for line in entry.splitlines() if "ansible_host:" in line)
+    addresses = [line.split(":", 1)[1].strip() for line in entry.splitlines() if "ansible_host:" in line]
+    assert len(addresses) == 1, entry
+    address = addresses[0]
     password = secrets.token_hex(12)
     directory = tmp_path_factory.mktemp("mirror")
     try:

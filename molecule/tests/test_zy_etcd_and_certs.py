@@ -23,6 +23,7 @@ import pytest
 from cluster_helpers import recap, run_playbook, wait_for
 from testinfra.utils.ansible_runner import AnsibleRunner
 
+
 def playbook(name: str, *extra: str) -> subprocess.CompletedProcess:
     """Run playbooks/<name> with each of extra as an extra variable (-e)."""
     return run_playbook(name, *[arg for value in extra for arg in ("-e", value)], timeout=600)

@@ -321,6 +321,7 @@ def test_the_script_reads_where_the_node_sees_the_registries_directory():
     context = task_named("node_image", "context.yml", CONTEXT_FILES_TASK)
     assert {"name": "u7s-containerd-registries", "mode": "0755"} in context["loop"]
 
+
 # --- archive: what travels to the hosts, when it is compressed, where it is decompressed ----------
 
 ARCHIVE_ID = "sha256:" + "3f" * 32
