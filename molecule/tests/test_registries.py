@@ -1,7 +1,7 @@
 """Registry mirrors (u7s_registries): every node pulls through a site's mirror, and stops when it goes.
 
 A test-bed host outside the inventory runs Debian's docker-registry with TLS (a CA made here) and
-a password, and serves the offline busybox image as docker.io/library/<probe>:latest, a name no
+a password, and serves an image made here (busybox plus a label) as docker.io/library/<probe>:latest, a name no
 registry this bed could reach holds. playbooks/registries.yml (hosts.yml runs the same role) runs
 with the mirror in u7s_registries (TLS checked against the CA, credentials from the inventory, no
 fallback: airgapped), then pods with pull policy Always run from it on every node, and a second
@@ -82,8 +82,16 @@ def mirror(busybox_image, tmp_path_factory):
     address = addresses[0]
     password = secrets.token_hex(12)
     directory = tmp_path_factory.mktemp("mirror")
+    # An image of its own (busybox plus a label): kubelet records the credentials an image ID was
+    # pulled with (KubeletEnsureSecretPulledImages), and busybox's own ID pulled through the mirror
+    # would then no longer count as preloaded for the other checks' "imagePullPolicy: Never" pods
+    # (measured: ErrImageNeverPull for localhost/u7s/busybox after this check).
+    probe = f"localhost/u7s/mirror-probe:{secrets.token_hex(4)}"
     try:
-        docker("save", "-o", str(directory / "probe.tar"), busybox_image)
+        container = docker("create", busybox_image).stdout.strip()
+        docker("commit", "--change", "LABEL io.u7s.test=registry-mirror-probe", container, probe)
+        docker("rm", container)
+        docker("save", "-o", str(directory / "probe.tar"), probe)
         # Not /tmp: a tmpfs on the test-bed hosts, which docker cp does not write into.
         docker("cp", str(directory / "probe.tar"), f"{CONTAINER}:/var/tmp/probe.tar")
         docker("exec", CONTAINER, "bash", "-c", REGISTRY_SETUP, "setup", address, password)
@@ -93,6 +101,7 @@ def mirror(busybox_image, tmp_path_factory):
                "directory": directory}
     finally:
         remove_registry_host()
+        subprocess.run(["docker", "rmi", probe], capture_output=True, check=False)
 
 
 def remove_registry_host() -> None:
