@@ -1,7 +1,7 @@
 """Registry mirrors (u7s_registries): every node pulls through a site's mirror, and stops when it goes.
 
 A test-bed host outside the inventory runs Debian's docker-registry with TLS (a CA made here) and
-a password, and serves the offline busybox image as docker.io/library/<probe>:latest, a name no
+a password, and serves an image made here (busybox plus a label) as docker.io/library/<probe>:latest, a name no
 registry this bed could reach holds. playbooks/registries.yml (hosts.yml runs the same role) runs
 with the mirror in u7s_registries (TLS checked against the CA, credentials from the inventory, no
 fallback: airgapped), then pods with pull policy Always run from it on every node, and a second
@@ -56,39 +56,57 @@ auth:
 EOF
 chown docker-registry server.key htpasswd
 systemctl restart docker-registry
-for _ in $(seq 30); do
-    curl -fsS --cacert ca.crt -u "probe:$password" "https://$ip:5000/v2/" >/dev/null 2>&1 && break
-    sleep 1
-done
-skopeo copy -q --dest-cert-dir /etc/docker/registry --dest-creds "probe:$password" \
-    docker-archive:/tmp/probe.tar "docker://$ip:5000/library/u7s-mirror-probe:latest"
+# skopeo reads every *.key in a cert dir as a client key: the CA alone in a directory of its own.
+install -d /root/registry-ca && cp ca.crt /root/registry-ca/
+skopeo copy -q --retry-times 10 --dest-cert-dir /root/registry-ca --dest-creds "probe:$password" \
+    docker-archive:/var/tmp/probe.tar "docker://$ip:5000/library/u7s-mirror-probe:latest"
 """
 
 
-def docker(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=True, timeout=900, **kwargs)
+def docker(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False, timeout=900)
+    assert result.returncode == 0, f"docker {args[0]} failed: {result.stderr[-3000:]}"
+    return result
 
 
 @pytest.fixture(scope="module")
 def mirror(busybox_image, tmp_path_factory):
     """The mirror's URL, CA file (on the controller) and password; the host goes at the end."""
-    entry = subprocess.run([str(REPO / "testbed/testbed.sh"), "add", REGISTRY_HOST],
-                           capture_output=True, text=True, check=True, timeout=600).stdout
-    address = next((line.split(":", 1)[1].strip() for line in entry.splitlines() if "ansible_host:" in line), None)
-    assert address, "testbed.sh add printed no ansible_host: %s" % entry
+    remove_registry_host()  # left by an interrupted earlier run
+    added = subprocess.run([str(REPO / "testbed/testbed.sh"), "add", REGISTRY_HOST],
+                           capture_output=True, text=True, check=False, timeout=600)
+    assert added.returncode == 0, added.stderr[-3000:]
+    entry = added.stdout
+    addresses = [line.split(":", 1)[1].strip() for line in entry.splitlines() if "ansible_host:" in line]
+    assert len(addresses) == 1, entry
+    address = addresses[0]
     password = secrets.token_hex(12)
     directory = tmp_path_factory.mktemp("mirror")
+    # An image of its own (busybox plus a label): kubelet records the credentials an image ID was
+    # pulled with (KubeletEnsureSecretPulledImages), and busybox's own ID pulled through the mirror
+    # would then no longer count as preloaded for the other checks' "imagePullPolicy: Never" pods
+    # (measured: ErrImageNeverPull for localhost/u7s/busybox after this check).
+    probe = f"localhost/u7s/mirror-probe:{secrets.token_hex(4)}"
     try:
-        docker("save", "-o", str(directory / "probe.tar"), busybox_image)
-        docker("cp", str(directory / "probe.tar"), f"{CONTAINER}:/tmp/probe.tar")
+        container = docker("create", busybox_image).stdout.strip()
+        docker("commit", "--change", "LABEL io.u7s.test=registry-mirror-probe", container, probe)
+        docker("rm", container)
+        docker("save", "-o", str(directory / "probe.tar"), probe)
+        # Not /tmp: a tmpfs on the test-bed hosts, which docker cp does not write into.
+        docker("cp", str(directory / "probe.tar"), f"{CONTAINER}:/var/tmp/probe.tar")
         docker("exec", CONTAINER, "bash", "-c", REGISTRY_SETUP, "setup", address, password)
         ca = docker("exec", CONTAINER, "cat", "/etc/docker/registry/ca.crt").stdout
         (directory / "ca.crt").write_text(ca)
         yield {"url": f"https://{address}:5000", "ca_file": str(directory / "ca.crt"), "password": password,
                "directory": directory}
     finally:
-        subprocess.run(["docker", "rm", "-f", "-v", CONTAINER], capture_output=True, check=False)
-        subprocess.run(["docker", "volume", "rm", f"{CONTAINER}-home"], capture_output=True, check=False)
+        remove_registry_host()
+        subprocess.run(["docker", "rmi", probe], capture_output=True, check=False)
+
+
+def remove_registry_host() -> None:
+    subprocess.run(["docker", "rm", "-f", "-v", CONTAINER], capture_output=True, check=False)
+    subprocess.run(["docker", "volume", "rm", f"{CONTAINER}-home"], capture_output=True, check=False)
 
 
 def registries_run(mirror, registries: dict) -> tuple[subprocess.CompletedProcess, float]:

@@ -358,21 +358,28 @@ def hosts_toml(key: str, entry: Mapping[str, t.Any], node_dir: str) -> tuple[str
     mirrors = [_mirror(raw) or {} for raw in entry.get("mirrors") or []]
     fallback = entry.get("fallback", True) is not False
     tables = []
-    # The root entry: the registry itself, or (fallback false) the last mirror in its place.
+    # Every endpoint is a [host] table: containerd 1.7 (Debian's, in the node-base image) refuses a
+    # hosts.toml without one ("invalid `host` tree") and then pulls as if it did not exist.
+    hosts = [(mirror["url"].rstrip("/"), mirror, "mirror%d" % number, True) for number, mirror in enumerate(mirrors, 1)]
+    # The root entry (server): the registry itself, tried last; or (fallback false) the last mirror in
+    # its place, since containerd adds the registry itself whenever server is missing.
     if fallback:
         root_url = SERVERS.get(key, "https://" + key) if key != DEFAULT_NAMESPACE else None
         root_lines, root_header = ([], []) if key == DEFAULT_NAMESPACE else _endpoint(
-            entry, "registry", node_dir, files, capabilities=False)
-        hosts = list(enumerate(mirrors, 1))
+            entry, "registry", node_dir, [], capabilities=False)
+        if not mirrors and root_url is not None:
+            # A private registry without mirrors: the registry itself is the one table.
+            hosts.append((root_url, entry, "registry", False))
+        elif root_lines or root_header:
+            # Its files, which the root's options name (the tables' are added below).
+            _endpoint(entry, "registry", node_dir, files, capabilities=False)
     else:
-        last = len(mirrors)
         root_url = mirrors[-1]["url"].rstrip("/")
-        root_lines, root_header = _endpoint(mirrors[-1], "mirror%d" % last, node_dir, files, capabilities=True)
-        hosts = list(enumerate(mirrors[:-1], 1))
+        root_lines, root_header = _endpoint(mirrors[-1], "mirror%d" % len(mirrors), node_dir, [], capabilities=True)
     credentials = bool(root_header)
-    for number, mirror in hosts:
-        url = _toml_string(mirror["url"].rstrip("/"))
-        lines, header = _endpoint(mirror, "mirror%d" % number, node_dir, files, capabilities=True)
+    for url_text, options, prefix, capabilities in hosts:
+        url = _toml_string(url_text)
+        lines, header = _endpoint(options, prefix, node_dir, files, capabilities=capabilities)
         credentials = credentials or bool(header)
         table = ["[host.%s]" % url] + ["  " + line for line in lines]
         if header:
