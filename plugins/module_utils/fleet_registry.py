@@ -28,6 +28,8 @@ import re
 import typing as t
 from collections.abc import Mapping, Sequence
 
+from ansible_collections.u7s.cluster.plugins.module_utils.registries import host_problem
+
 # The settings of the fleet registry (declared in the settings role).
 SETTINGS = (
     "u7s_registry_group",
@@ -45,7 +47,6 @@ UNPRIVILEGED_PORT_START = 1024
 LOCAL_HOST = "localhost"
 DOCKER_HUB = "docker.io"
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*")
 # The node image under the registry: localhost/u7s/node:<version> keeps its path.
 NODE_IMAGE_PATH = "u7s/node"
 # purposes (of cluster_model.PURPOSES) whose hosts need the registry's CA on the controller now.
@@ -147,18 +148,6 @@ def manifest_config_digest(manifest: t.Any) -> str | None:
     return None
 
 
-def _address_problem(value: str) -> str | None:
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        address = None
-    if address is not None:
-        return None if address.version == 4 else "is IPv6; the cluster is IPv4 only"
-    if value != value.lower() or len(value) > 253 or not DNS_NAME.fullmatch(value):
-        return "is neither an IPv4 address nor a DNS name in lower case"
-    return None
-
-
 def _is_ipv4(value: t.Any) -> bool:
     try:
         return ipaddress.ip_address(str(value)).version == 4
@@ -215,9 +204,9 @@ def registry_plan(
         problems.append("Host %s (group %s): the fleet registry's address is unknown. Fix: set u7s_registry_address "
                         "to the name or IPv4 address the hosts reach it by (or u7s_host_ip on host %s)."
                         % (name, group, name))
-    elif _address_problem(address):
+    elif host_problem(address):
         problems.append("u7s_registry_address %r %s. Fix: set it to the name or IPv4 address the hosts reach the "
-                        "registry by." % (address, _address_problem(address)))
+                        "registry by." % (address, host_problem(address)))
 
     ca_file, ca_key = cluster["u7s_registry_ca_file"], cluster["u7s_registry_ca_key_file"]
     if bool(ca_file) != bool(ca_key):

@@ -83,7 +83,7 @@ def _is_text(value: t.Any) -> bool:
     return isinstance(value, str)
 
 
-def _host_problem(host: str) -> str | None:
+def host_problem(host: str) -> str | None:
     """Why HOST (without port) is neither a lower-case DNS name nor an IPv4 address, or None."""
     try:
         address = ipaddress.ip_address(host)
@@ -121,7 +121,7 @@ def _key_problem(key: t.Any) -> str | None:
         return "has no host"
     if sep and _port_problem(port):
         return _port_problem(port)
-    return _host_problem(host)
+    return host_problem(host)
 
 
 def _url_problem(url: t.Any) -> str | None:
@@ -144,7 +144,7 @@ def _url_problem(url: t.Any) -> str | None:
         return "is %r, which names an IPv6 address; the cluster is IPv4 only" % url
     if sep and port and _port_problem(port):
         return _port_problem(port)
-    problem = _host_problem(host)
+    problem = host_problem(host)
     return "is %r, whose host %s" % (url, problem) if problem else None
 
 

@@ -137,7 +137,7 @@ def test_the_registry_port_may_not_be_a_node_port_of_its_host():
     ({"u7s_registry_user": "u7s"}, [REG], (), "also a cluster user"),
     ({"u7s_registry_user": "root"}, [REG], (), "not an unprivileged account name"),
     ({}, [dict(REG, ansible_host="reg1.example")], (), "address is unknown"),
-    ({"u7s_registry_address": "Reg.Example"}, [REG], (), "neither an IPv4 address nor a DNS name"),
+    ({"u7s_registry_address": "Reg.Example"}, [REG], (), "has upper-case letters"),
     ({"u7s_registry_ca_file": "/site/ca.pem"}, [REG], (), "u7s_registry_ca_key_file is not"),
     ({"u7s_registry_ca_file": "/site/ca.pem", "u7s_registry_ca_key_file": "/site/key.pem"}, [REG], ("/site/ca.pem",),
      "u7s_registry_ca_file names /site/ca.pem, which is not a file"),
