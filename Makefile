@@ -60,6 +60,16 @@ artifacts-previous: deps
 	$(PREVIOUS_PINS) artifacts/images.sh build
 	$(PREVIOUS_PINS) artifacts/images.sh verify
 
+# The nerdctl engine's own binaries (artifacts/engine-tools.sh: nerdctl, bypass4netns,
+# nerdctl's rootless scripts; cached by artifacts/engine-tools.env). Only the nerdctl
+# scenario needs them, so `make test` does not build them yet.
+.PHONY: engine-tools
+engine-tools: deps
+	@missing=$$(for p in libseccomp-dev pkg-config binutils; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	artifacts/engine-tools.sh build
+	artifacts/engine-tools.sh verify
+
 .PHONY: testbed-up
 testbed-up: deps
 	$(TESTBED) image

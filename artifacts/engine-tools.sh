@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# Engine tools tarball for u7s.cluster's nerdctl engine.
+#
+# Builds, from the Go module proxy only, the binaries of the rootless nerdctl
+# engine that Debian does not package, at the versions pinned in
+# artifacts/engine-tools.env: nerdctl (static, CGO_ENABLED=0, as nerdctl's
+# Makefile), bypass4netns and bypass4netnsd (cgo, statically linked against the
+# build machine's libseccomp, as bypass4netns' Makefile `static`), and nerdctl's
+# rootless scripts (extras/rootless/containerd-rootless.sh and -setuptool.sh,
+# from the same module). Each module's h1: hash is checked against the pin
+# before it is built. The result is a directory holding engine-tools.tar.zst
+# (bin/*), manifest.json and SHA256SUMS, cached under
+# ${U7S_CACHE_DIR:-/var/cache/u7s}/engine-tools/<name>/ where <name> carries a
+# hash of engine-tools.env.
+#
+# Usage: engine-tools.sh build | path | name | verify [DIR]
+#
+# Environment:
+#   U7S_CACHE_DIR              cache root (default /var/cache/u7s): engine-tools/, go/ (GOMODCACHE, GOCACHE), work/
+#   U7S_ENGINE_TOOLS_FILE      pins file (default artifacts/engine-tools.env)
+#   U7S_BUILD_NICE             nice level for compilers/compressor (default 19)
+#   U7S_ZSTD_LEVEL             zstd level (default 19)
+#   U7S_KEEP_WORK=1            keep the build work dir (sources, raw binaries)
+#   GOPROXY, GOTOOLCHAIN       honoured; GOTOOLCHAIN defaults to "local" so a too-old Go fails loudly
+set -euo pipefail
+
+ARTIFACTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(dirname "$ARTIFACTS_DIR")
+# shellcheck source-path=SCRIPTDIR/.. source=lib/u7s-shell.sh
+. "$REPO_ROOT/lib/u7s-shell.sh" "engine-tools.sh: " "engine-tools.sh: error: "
+PINS_FILE=${U7S_ENGINE_TOOLS_FILE:-$ARTIFACTS_DIR/engine-tools.env}
+CACHE_DIR=$U7S_CACHE_ROOT
+# shellcheck disable=SC2034 # heavy's nice level
+NICE=${U7S_BUILD_NICE:-19}
+ZSTD_LEVEL=${U7S_ZSTD_LEVEL:-19}
+MANIFEST_SCHEMA=1
+ARCHIVE=engine-tools.tar.zst
+
+REQUIRED_PINS=(ENGINE_TOOLS_REVISION NERDCTL_MODULE NERDCTL_VERSION NERDCTL_H1 NERDCTL_COMMIT
+  BYPASS4NETNS_MODULE BYPASS4NETNS_VERSION BYPASS4NETNS_H1 ENGINE_TOOLS_BUILD_DATE)
+
+load_pins() {
+  [[ -r $PINS_FILE ]] || die "pins file $PINS_FILE not readable"
+  # shellcheck disable=SC1090
+  . "$PINS_FILE"
+  local k
+  for k in "${REQUIRED_PINS[@]}"; do
+    [[ -n ${!k:-} ]] || die "$PINS_FILE does not set $k"
+  done
+  for k in NERDCTL_H1 BYPASS4NETNS_H1; do
+    [[ ${!k} =~ ^h1:[A-Za-z0-9+/]{43}=$ ]] || die "$k=${!k} is not an h1: module hash"
+  done
+  [[ $NERDCTL_COMMIT =~ ^[0-9a-f]{40}$ ]] || die "NERDCTL_COMMIT=$NERDCTL_COMMIT is not a 40-digit commit"
+  [[ $ENGINE_TOOLS_BUILD_DATE =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$ ]] ||
+    die "ENGINE_TOOLS_BUILD_DATE=$ENGINE_TOOLS_BUILD_DATE is not YYYY-MM-DDThh:mm:ssZ"
+  PINS_SHA256=$(sha256sum "$PINS_FILE" | cut -d' ' -f1)
+  ARCH=$(debian_arch)
+  TOOLS_NAME="u7s-engine-tools-nerdctl-${NERDCTL_VERSION}-linux-${ARCH}-${PINS_SHA256:0:8}"
+  TOOLS_PATH="$CACHE_DIR/engine-tools/$TOOLS_NAME"
+  PINS_JSON=$(grep -E '^[A-Z0-9_]+=' "$PINS_FILE" | cut -d= -f1 |
+    while read -r k; do printf '%s\t%s\n' "$k" "${!k}"; done |
+    jq -Rn '[inputs | split("\t") | {(.[0]): .[1]}] | add')
+}
+
+# ---------------------------------------------------------------- checking
+
+# tools_ok DIR: checksums verify and the manifest was built from exactly these pins.
+tools_ok() {
+  local dir=$1
+  [[ -f $dir/manifest.json && -f $dir/SHA256SUMS ]] || { log "$dir: no tools tarball (manifest.json/SHA256SUMS missing)"; return 1; }
+  (cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS >&2) || { log "$dir: checksum mismatch"; return 1; }
+  [[ $(sed -E 's/^[0-9a-f]{64} [ *]//' "$dir/SHA256SUMS" | sort | tr '\n' ' ') == "$ARCHIVE manifest.json " ]] ||
+    { log "$dir: SHA256SUMS does not cover exactly $ARCHIVE and manifest.json"; return 1; }
+  jq -e --arg name "$TOOLS_NAME" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
+    '.schema == $schema and .name == $name and .pins_sha256 == $sha and .pins == $pins' "$dir/manifest.json" >/dev/null ||
+    { log "$dir: manifest does not match the pins in $PINS_FILE"; return 1; }
+}
+
+# version_check DIR: unpack; every file must match its manifest sha256; binaries
+# must be static (no ELF interpreter) and print the pinned version.
+version_check() {
+  local dir=$1 tmp rc=0 name path sha match args out
+  tmp=$(mktemp -d)
+  zstd -q -d -c "$dir/$ARCHIVE" | tar -x -C "$tmp" || { rm -rf "$tmp"; log "cannot unpack $dir/$ARCHIVE"; return 1; }
+  while IFS=$'\t' read -r name path sha match args; do
+    if [[ $(sha256sum "$tmp/$path" 2>/dev/null | cut -d' ' -f1) != "$sha" ]]; then
+      echo "FAIL $name: $path missing from the archive or its sha256 differs from the manifest"
+      rc=1
+      continue
+    fi
+    [[ -z $match ]] && { echo "ok   $name: sha256 matches"; continue; }
+    if readelf -l "$tmp/$path" 2>/dev/null | grep -q 'Requesting program interpreter'; then
+      echo "FAIL $name: dynamically linked ($(readelf -l "$tmp/$path" | grep -o 'interpreter: [^]]*'))"
+      rc=1
+      continue
+    fi
+    # shellcheck disable=SC2086 # args is a word list from the manifest
+    out=$(cd "$tmp" && env -i PATH=/usr/bin:/bin HOME="$tmp" XDG_RUNTIME_DIR="$tmp" timeout 30 "./$path" $args 2>&1) || true
+    if [[ $out == *"$match"* ]]; then
+      echo "ok   $name: static, $(head -n1 <<<"$out")"
+    else
+      echo "FAIL $name $args: want '$match', got: $(head -n3 <<<"$out" | tr '\n' ' ')"
+      rc=1
+    fi
+  done < <(jq -r '.files[] | [.name, .path, .sha256, .version_match, (.version_args | join(" "))] | @tsv' "$dir/manifest.json")
+  rm -rf "$tmp"
+  return "$rc"
+}
+
+# ---------------------------------------------------------------- building
+
+setup_go_env() {
+  export GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build GOPATH=$CACHE_DIR/go/path
+  # -mod=readonly: each module builds with its own go.mod and go.sum, unchanged.
+  export GOFLAGS="-mod=readonly -modcacherw -buildvcs=false -trimpath"
+  export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GO111MODULE=on GOOS=linux GOARCH=$ARCH CGO_ENABLED=0
+  # nerdctl v2.2.0 is missing from the checksum database; NERDCTL_H1 checks it instead.
+  export GONOSUMDB=${NERDCTL_MODULE%/v[0-9]*}
+  unset GOWORK GOBIN
+  mkdir -p "$GOMODCACHE" "$GOCACHE" "$GOPATH"
+}
+
+# fetch_source MOD VER H1 DEST: download MOD@VER from the proxy, refuse it unless
+# its h1: hash is H1, copy its source tree (writable) to DEST.
+fetch_source() {
+  local mod=$1 ver=$2 h1=$3 dest=$4 j sum dir
+  j=$(cd "$WORK" && GOFLAGS=-modcacherw go mod download -json "$mod@$ver") ||
+    die "cannot fetch $mod@$ver from the Go module proxy ($(go env GOPROXY)): $(jq -r '.Error // empty' <<<"$j" 2>/dev/null)"
+  sum=$(jq -er .Sum <<<"$j")
+  dir=$(jq -er .Dir <<<"$j")
+  [[ $sum == "$h1" ]] || die "$mod@$ver has hash $sum, the pin is $h1: refusing to build it"
+  # The module cache's extracted tree could differ from the checked zip; hash it again.
+  [[ $(cd "$WORK" && go mod download -json "$mod@$ver" | jq -r .Sum) == "$h1" ]] || die "$mod@$ver: hash changed"
+  rm -rf "$dest"
+  cp -r "$dir" "$dest"
+  chmod -R u+w "$dest"
+}
+
+gobuild() {
+  local dir=$1 out=$2 ldflags=$3 tags=$4
+  shift 4
+  (cd "$dir" && heavy go build -tags "$tags" -ldflags "-s -w -buildid= $ldflags" -o "$out" "$@")
+}
+
+add_file() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/files.tsv"; }
+
+build_nerdctl() {
+  local src=$WORK/src/nerdctl pkg=$NERDCTL_MODULE/pkg/version
+  fetch_source "$NERDCTL_MODULE" "$NERDCTL_VERSION" "$NERDCTL_H1" "$src"
+  # nerdctl's go.mod replaces its test framework github.com/containerd/nerdctl/mod/tigron
+  # with ./mod/tigron, a nested module the proxy zip leaves out and the proxy does not
+  # serve. Only cmd/nerdctl/helpers/testing_linux.go (test helpers in a non-test file:
+  # NewCosignKeyPair, ComposeUp, used by no non-test code) reaches it from the binary.
+  # So that file goes and an empty go.mod stands in for the module; with -mod=readonly
+  # Go refuses the build if this changed any selected version.
+  [[ -f $src/cmd/nerdctl/helpers/testing_linux.go ]] || die "nerdctl layout changed: cmd/nerdctl/helpers/testing_linux.go missing"
+  if grep -rl --include='*.go' -e 'NewCosignKeyPair\|ComposeUp(' "$src/cmd" "$src/pkg" |
+    grep -v -e '_test\.go$' -e '/pkg/testutil/' -e 'helpers/testing_linux\.go$' | grep -q .; then
+    die "non-test nerdctl code uses the test helpers of cmd/nerdctl/helpers/testing_linux.go"
+  fi
+  rm "$src/cmd/nerdctl/helpers/testing_linux.go"
+  mkdir -p "$src/mod/tigron"
+  printf 'module github.com/containerd/nerdctl/mod/tigron\n\ngo 1.24\n' >"$src/mod/tigron/go.mod"
+  # As nerdctl's Makefile: CGO_ENABLED=0, -X version.Version and version.Revision.
+  gobuild "$src" "$WORK/bin/nerdctl" "-X $pkg.Version=$NERDCTL_VERSION -X $pkg.Revision=$NERDCTL_COMMIT" "" ./cmd/nerdctl
+  add_file nerdctl bin/nerdctl nerdctl "$NERDCTL_VERSION" "nerdctl version ${NERDCTL_VERSION#v}" "--version"
+  # The rootless scripts of the same release: containerd-rootless.sh runs containerd
+  # in RootlessKit; the setuptool is kept for its reference and `check`.
+  local s
+  for s in containerd-rootless.sh containerd-rootless-setuptool.sh; do
+    install -m 0755 "$src/extras/rootless/$s" "$WORK/bin/$s"
+    add_file "$s" "bin/$s" nerdctl "$NERDCTL_VERSION" "" ""
+  done
+}
+
+build_bypass4netns() {
+  local src=$WORK/src/bypass4netns n
+  need "${CC:-gcc}" pkg-config
+  pkg-config --exists libseccomp || die "libseccomp development files missing (Debian: apt-get install libseccomp-dev pkg-config)"
+  [[ -f $(pkg-config --variable=libdir libseccomp)/libseccomp.a ]] ||
+    die "libseccomp.a missing from $(pkg-config --variable=libdir libseccomp) (Debian: libseccomp-dev)"
+  fetch_source "$BYPASS4NETNS_MODULE" "$BYPASS4NETNS_VERSION" "$BYPASS4NETNS_H1" "$src"
+  for n in bypass4netns bypass4netnsd; do
+    CGO_ENABLED=1 gobuild "$src" "$WORK/bin/$n" \
+      "-X $BYPASS4NETNS_MODULE/pkg/version.Version=$BYPASS4NETNS_VERSION -linkmode external -extldflags -static" \
+      netgo,osusergo "./cmd/$n"
+    add_file "$n" "bin/$n" bypass4netns "$BYPASS4NETNS_VERSION" "$n version ${BYPASS4NETNS_VERSION#v}" "--version"
+  done
+}
+
+assemble() {
+  local out=$1 name rel comp ver match args epoch
+  mkdir -p "$out"
+  : >"$WORK/files.json"
+  while IFS=$'\t' read -r name rel comp ver match args; do
+    [[ -x $WORK/$rel ]] || die "built file $WORK/$rel missing"
+    jq -n --arg name "$name" --arg path "$rel" --arg comp "$comp" --arg ver "$ver" \
+      --arg match "$match" --arg args "$args" --arg sha "$(sha256sum "$WORK/$rel" | cut -d' ' -f1)" \
+      --argjson size "$(stat -c %s "$WORK/$rel")" \
+      '{name: $name, path: $path, component: $comp, version: $ver,
+        version_args: ($args | split(" ") | map(select(. != ""))), version_match: $match,
+        sha256: $sha, size: $size}' >>"$WORK/files.json"
+  done <"$WORK/files.tsv"
+  epoch=$(date -u -d "$ENGINE_TOOLS_BUILD_DATE" +%s)
+  cut -f2 "$WORK/files.tsv" | LC_ALL=C sort |
+    tar -C "$WORK" --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode=go-w --no-recursion -cf - -T - |
+    heavy zstd -q -T0 "-$ZSTD_LEVEL" -o "$out/$ARCHIVE"
+  jq -n --arg name "$TOOLS_NAME" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
+    --arg arch "$ARCH" --arg gov "$(go env GOVERSION)" --arg built "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    --arg archive "$ARCHIVE" --argjson asize "$(stat -c %s "$out/$ARCHIVE")" --arg zlevel "$ZSTD_LEVEL" \
+    --arg seccomp "$(pkg-config --modversion libseccomp)" --arg libc "$(ldd --version | head -n1)" \
+    --argjson timings "$(timings_json)" --slurpfile files "$WORK/files.json" \
+    '{schema: $schema, name: $name, os: "linux", arch: $arch, pins_sha256: $sha, pins: $pins,
+      archive: {path: $archive, format: "tar", compression: "zstd -\($zlevel)", size: $asize},
+      go_version: $gov, built_at: $built,
+      static_libraries: {libseccomp: $seccomp, libc: $libc},
+      build_seconds: $timings,
+      files: $files}' >"$out/manifest.json"
+}
+
+write_sums() {
+  (cd "$1" && sha256sum "$ARCHIVE" manifest.json >SHA256SUMS)
+}
+
+do_build() {
+  need go jq zstd tar sha256sum flock readelf
+  setup_go_env
+  WORK=$(mktemp -d "$CACHE_DIR/work/$TOOLS_NAME.XXXXXX")
+  mkdir -p "$WORK/bin" "$WORK/src"
+  TIMINGS=()
+  CURRENT_STEP=setup
+  trap build_exit_trap EXIT
+  log "building $TOOLS_NAME in $WORK ($(go env GOVERSION), GOMODCACHE=$GOMODCACHE)"
+  local t0=$SECONDS
+  step nerdctl build_nerdctl
+  step bypass4netns build_bypass4netns
+  step compress assemble "$WORK/out"
+  jq --argjson c "${TIMINGS[-1]#*	}" --argjson total "$((SECONDS - t0))" \
+    '.build_seconds.compress = $c | .build_seconds.total = $total' "$WORK/out/manifest.json" >"$WORK/m.json"
+  mv "$WORK/m.json" "$WORK/out/manifest.json"
+  write_sums "$WORK/out"
+  # shellcheck disable=SC2034 # for build_exit_trap
+  CURRENT_STEP="self-check"
+  tools_ok "$WORK/out" || die "freshly built tools tarball does not verify"
+  rm -rf "$TOOLS_PATH"
+  mv "$WORK/out" "$TOOLS_PATH"
+  [[ ${U7S_KEEP_WORK:-0} == 1 ]] || rm -rf "$WORK"
+  trap - EXIT
+  log "built $TOOLS_NAME in $((SECONDS - t0))s ($(du -sh "$TOOLS_PATH" | cut -f1))"
+}
+
+cmd_build() {
+  if [[ -d $TOOLS_PATH ]] && tools_ok "$TOOLS_PATH"; then
+    log "cached tools tarball verifies: $TOOLS_PATH"
+    echo "$TOOLS_PATH"
+    return
+  fi
+  mkdir -p "$CACHE_DIR/engine-tools" "$CACHE_DIR/work"
+  take_lock "$CACHE_DIR/engine-tools/.$TOOLS_NAME.lock"
+  if [[ -d $TOOLS_PATH ]] && tools_ok "$TOOLS_PATH" 2>/dev/null; then
+    log "tools tarball built by a concurrent run: $TOOLS_PATH"
+    echo "$TOOLS_PATH"
+    return
+  fi
+  do_build
+  echo "$TOOLS_PATH"
+}
+
+cmd_verify() {
+  local dir=${1:-$TOOLS_PATH}
+  need jq zstd tar sha256sum readelf
+  [[ -d $dir ]] || die "no tools tarball at $dir (run: $0 build)"
+  tools_ok "$dir" || die "$dir does not verify"
+  echo "checksums: ok ($(cut -d' ' -f3- "$dir/SHA256SUMS" | tr '\n' ' '))"
+  echo "manifest: matches pins ($TOOLS_NAME, engine-tools.env sha256 ${PINS_SHA256:0:12})"
+  version_check "$dir" || die "version check failed for $dir"
+  echo "verify: ok $dir"
+}
+
+CMD=${1:-}
+case $CMD in
+  build) load_pins; cmd_build ;;
+  path) load_pins; echo "$TOOLS_PATH" ;;
+  name) load_pins; echo "$TOOLS_NAME" ;;
+  verify) load_pins; cmd_verify "${2:-}" ;;
+  -h | --help | help) usage "$0" ;;
+  *) die "usage: $0 build | path | name | verify [DIR]" ;;
+esac
