@@ -66,9 +66,10 @@ def test_overlapping_subuid_range_is_refused_before_any_change(testbed_host, ref
     assert "/etc/subuid" in output and "other" in output
 
 
-def test_nerdctl_is_refused_before_any_change(refused):
+def test_nerdctl_without_engine_tools_is_refused_before_any_change(refused):
     output = refused({"u7s_engine": "nerdctl"})
-    assert "u7s_engine=nerdctl is not supported yet" in output
+    assert "rootless_runtime_nerdctl_tools_dir" in output
+    assert "artifacts/engine-tools.sh" in output  # the fix is named
 
 
 def test_unknown_engine_is_refused_by_the_settings_check(refused):

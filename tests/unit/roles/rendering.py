@@ -227,8 +227,10 @@ def flannel_config_file(key: str, inventory: dict | None = None) -> dict:
 
 
 # The module each engine's task file runs the node container with, and its argument for published ports.
+# nerdctl has no module: its task file's spec (the block variable node_nerdctl_spec) stands in.
 CONTAINER_MODULES = {"docker": ("community.docker.docker_container", "published_ports"),
-                     "podman": ("containers.podman.podman_container", "publish")}
+                     "podman": ("containers.podman.podman_container", "publish"),
+                     "nerdctl": ("node_nerdctl_spec", "publish")}
 # What the podman task file registers before it runs the container: no container, no image yet.
 PODMAN_READS = {"node_podman_container": {"containers": []}, "node_podman_image": {"images": []}}
 
@@ -244,4 +246,5 @@ def node_container(inventory: dict | None = None, host: str = "host1") -> dict:
     variables = node_variables(inventory, host)
     engine = variables["rootless_runtime_session"]["engine"]
     module, _ports = CONTAINER_MODULES[engine]
-    return template(task_named("node", "container-%s.yml" % engine, "Run the node container")[module], variables)
+    task = task_named("node", "container-%s.yml" % engine, "Run the node container")
+    return template(task["vars"][module] if module == "node_nerdctl_spec" else task[module], variables)

@@ -44,7 +44,7 @@ def test_pull_takes_the_node_image_from_the_fleet_registry_unless_a_reference_is
     assert evaluate("node_image_pull_source", none) == ""
 
 
-@pytest.mark.parametrize("engine", ["docker", "podman"])
+@pytest.mark.parametrize("engine", ["docker", "podman", "nerdctl"])
 def test_the_pull_tasks_pull_the_source_and_tag_it_as_the_node_image(engine):
     text = (REPO / "roles/node_image/tasks" / ("pull-%s.yml" % engine)).read_text()
     assert "node_image_pull_source" in text and "node_image_pull_ref" not in text
@@ -55,6 +55,7 @@ def test_the_pull_tasks_pull_the_source_and_tag_it_as_the_node_image(engine):
 @pytest.mark.parametrize(("engine", "directory"), [
     ("docker", "/home/u7s/.config/docker/certs.d/192.0.2.5:5000"),
     ("podman", "/home/u7s/.config/containers/certs.d/192.0.2.5:5000"),
+    ("nerdctl", "/home/u7s/.config/containerd/certs.d/192.0.2.5:5000"),
 ])
 def test_the_engine_trusts_the_ca_where_it_reads_it(engine, directory):
     session = {"home": "/home/u7s", "user": "u7s", "engine": engine, "exists": True}

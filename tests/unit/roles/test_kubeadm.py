@@ -306,6 +306,15 @@ def test_commands_run_in_the_node_as_the_cluster_user_through_the_session(engine
     assert template(module["container" if engine == "docker" else "name"], variables) == "u7s-node"
 
 
+def test_nerdctl_runs_commands_in_the_node_by_its_full_path():
+    variables = kubeadm_variables({"u7s_engine": "nerdctl"}, kubeadm_exec_argv=["kubeadm", "version"])
+    (task,) = load_tasks("kubeadm", "exec-nerdctl.yml")
+    assert template(task["become_user"], variables) == "u7s"
+    assert template(task["environment"], variables) == engine_session({"u7s_engine": "nerdctl"})["environment"]
+    assert template(task["ansible.builtin.command"]["argv"], variables) == [
+        "/usr/local/bin/nerdctl", "exec", "u7s-node", "kubeadm", "version"]
+
+
 # --- kubeadm's own options: the preflight's asserts, evaluated ------------------------------
 
 def preflight_refusal(inventory: dict, task_name: str = "Refuse join token lifetimes kubeadm or the joins cannot use"):

@@ -31,7 +31,7 @@ LIFECYCLE_SETTINGS = {"u7s_reset_hosts": False, "u7s_reset_node_image": False, "
 RESET_SEQUENCE = [("u7s.cluster.kubeadm", "reset"), ("u7s.cluster.node", "reset"), ("u7s.cluster.node_image", "reset"),
                   ("u7s.cluster.firewall", "reset"), ("u7s.cluster.rootless_runtime", "reset"),
                   ("u7s.cluster.host_prereqs", "reset")]
-ENGINES = ("docker", "podman")
+ENGINES = ("docker", "podman", "nerdctl")
 
 
 def playbook(name: str) -> list:

@@ -12,6 +12,8 @@ import json
 
 import pytest
 
+from ansible_collections.u7s.cluster.plugins.module_utils import nerdctl
+
 from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import RECORDED_SETTINGS
 from rendering import (
     CONTAINER_MODULES,
@@ -34,7 +36,7 @@ def published_port_specs(inventory: dict | None = None, host: str = "host1", eng
 
 # --- published ports ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("engine", ["docker", "podman"])
+@pytest.mark.parametrize("engine", ["docker", "podman", "nerdctl"])
 def test_default_published_ports(engine):
     """The API server on the control plane only, etcd nowhere, all on the host's address only."""
     assert published_port_specs(engine=engine) == [
@@ -131,3 +133,45 @@ def test_containerd_and_kubelet_use_the_same_cgroup_driver(inventory):
     kubelet = kubeadm_init_config(inventory)["KubeletConfiguration"]["cgroupDriver"]
     assert node == kubelet
     assert node == ("cgroupfs" if inventory else "systemd")
+
+
+# --- nerdctl: the spec its task file gives the collection's nerdctl filters -----------------------------------
+
+def nerdctl_spec(inventory: dict | None = None, host: str = "host1") -> dict:
+    variables = node_variables({**(inventory or {}), "u7s_engine": "nerdctl"}, host)
+    return template(task_named("node", "container-nerdctl.yml", "Run the node container")["vars"]["node_nerdctl_spec"],
+                    variables)
+
+
+def test_nerdctl_runs_the_planned_node():
+    spec = nerdctl_spec(CUSTOM_PORTS, host="host2")
+    assert spec["publish"] == CUSTOM_SPECS
+    assert (spec["name"], spec["hostname"]) == ("u7s-node", "u7s-host2")
+    assert (spec["ip"], spec["network"]) == ("10.100.1.2", "u7s-node")
+    assert spec["env"] == {"HOST_IP": "192.0.2.12", "U7S_CGROUP_DRIVER": "systemd",
+                           "KUBECONFIG": "/etc/kubernetes/admin.conf"}
+    assert spec["restart"] == "always" and spec["privileged"] is True
+    argv = nerdctl.run_argv(spec, "sha256:" + "a" * 64, "/usr/local/bin/nerdctl")
+    assert argv[:3] == ["/usr/local/bin/nerdctl", "run", "--detach"] and argv[-1] == spec["image"]
+
+
+def test_nerdctl_mounts_what_docker_mounts():
+    """The same volumes, binds (read-only where Docker's are) and tmpfs as the Docker container."""
+    docker = container({"u7s_engine": "docker"})
+    expected = []
+    for mount in docker["mounts"]:
+        if mount["type"] in ("volume", "bind"):
+            expected.append("%s:%s%s" % (mount["source"], mount["target"], ":ro" if mount.get("read_only") else ""))
+    spec = nerdctl_spec()
+    assert spec["volumes"] == expected
+    assert spec["tmpfs"] == [m["target"] for m in docker["mounts"] if m["type"] == "tmpfs"]
+    assert spec["sysctls"] == docker["sysctls"]
+    assert spec["image"] == docker["image"] and spec["hostname"] == docker["hostname"]
+    assert spec["publish"] == docker["published_ports"]
+
+
+def test_nerdctl_creates_the_planned_network():
+    variables = node_variables({"u7s_engine": "nerdctl"}, "host2")
+    argv = template(task_named("node", "container-nerdctl.yml", "Create the node network")["ansible.builtin.command"][
+        "argv"], variables)
+    assert argv[1:] == ["network", "create", "--subnet", "10.100.1.0/24", "--gateway", "10.100.1.1", "u7s-node"]

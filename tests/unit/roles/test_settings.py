@@ -377,7 +377,7 @@ def test_the_vxlan_port():
     assert "192.0.2.11:18472:18472/udp" in node_container(inventory)[CONTAINER_MODULES["docker"][1]]
 
 
-@pytest.mark.parametrize("engine", ["docker", "podman"])
+@pytest.mark.parametrize("engine", ["docker", "podman", "nerdctl"])
 def test_every_port_is_published_under_the_number_kubeadm_and_flannel_use(engine):
     """The node publishes each port under the same number the cluster advertises it by."""
     inventory = {"u7s_port_etcd": 12379, "u7s_port_apiserver": 16443, "u7s_port_kubelet": 20250,

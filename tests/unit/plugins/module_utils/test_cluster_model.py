@@ -15,6 +15,7 @@ import typing as t
 
 import pytest
 
+from ansible_collections.u7s.cluster.plugins.module_utils import cluster_model
 from ansible_collections.u7s.cluster.plugins.module_utils.cluster_model import (
     CONTROLLER_SETTINGS,
     HOST_SETTINGS,
@@ -119,8 +120,6 @@ MISTAKES = {
                                    "u7s_engine", host_vars={"host1": {"u7s_engine": "lxc"}}),
     "cgroup-driver-not-a-choice": mistake("u7s_cgroup_driver must be one of: systemd, cgroupfs, got: foo", HOSTS,
                                           "u7s_cgroup_driver", group_vars={"u7s_cgroup_driver": "foo"}),
-    "engine-not-yet": mistake("u7s_engine=nerdctl is not supported yet", ("host2",), "u7s_engine",
-                              host_vars={"host2": {"u7s_engine": "nerdctl"}}),
     # One value for the whole cluster.
     "cluster-wide-setting-differs": mistake("must be the same on every host", HOSTS, "u7s_pod_cidr",
                                             host_vars={"host2": {"u7s_pod_cidr": "10.32.0.0/16"}}),
@@ -270,6 +269,19 @@ def test_every_problem_has_a_fix_that_leaves_working_nodes_alone(kind: str) -> N
     for message in result["problems"]:
         assert " Fix: " in message, message
         assert "reset" not in message.lower(), message
+
+
+def test_an_engine_not_yet_run_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cluster_model, "ENGINES_NOT_YET", {"nerdctl": "its roles are missing"})
+    problems = planned(host_vars={"host2": {"u7s_engine": "nerdctl"}})["problems"]
+    assert problems == ["Host host2: u7s_engine=nerdctl is not supported yet (its roles are missing). "
+                        "Fix: set u7s_engine to docker or podman."]
+
+
+def test_nerdctl_is_accepted() -> None:
+    result = planned(group_vars={"u7s_engine": "nerdctl"})
+    assert result["problems"] == []
+    assert set(result["hosts"]) == set(HOSTS)
 
 
 def test_renamed_variables_name_the_setting_that_replaced_them() -> None:
