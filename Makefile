@@ -112,5 +112,11 @@ integration: venv deps artifacts-previous artifacts
 	molecule test --scenario-name default
 	molecule test --scenario-name podman
 
+# The nerdctl scenario (molecule/nerdctl). Not in `make test` until it has passed on the test bed.
+.PHONY: integration-nerdctl
+integration-nerdctl: venv deps artifacts engine-tools
+	$(TESTBED) image
+	molecule test --scenario-name nerdctl
+
 .PHONY: test
 test: units lint sanity build integration

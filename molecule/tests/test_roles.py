@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 PUBLISHED_PORT = 18080
@@ -87,6 +89,26 @@ def test_podman_runs_rootless_with_slirp4netns(host, engine, as_user):
     enabled = as_user("systemctl --user is-enabled podman-restart.service")
     assert enabled.stdout.strip() == "enabled", enabled.stderr
     assert not host.package("docker.io").is_installed
+
+
+def test_nerdctl_runs_rootless_containerd_as_the_user(host, engine, as_user, cluster_user):
+    if engine != "nerdctl":
+        pytest.skip("this scenario runs Docker or Podman")
+    for check in ("is-active", "is-enabled"):
+        state = as_user(f"systemctl --user {check} containerd.service")
+        assert state.stdout.strip() in ("active", "enabled"), state.stderr
+    owners = host.check_output("ps -o user= -C containerd").split()
+    assert owners and set(owners) == {cluster_user}
+    info = as_user("nerdctl info --format json")
+    assert info.rc == 0, info.stderr
+    assert "name=rootless" in json.loads(info.stdout)["SecurityOptions"]
+    assert as_user("nerdctl --version").stdout.strip() == "nerdctl version 2.2.0"
+    # containerd's restart monitor starts the node again when containerd starts (after a boot);
+    # nerdctl refused --restart always if containerd had no restart plugin.
+    policy = as_user("nerdctl container inspect --format '{{index .Config.Labels \"containerd.io/restart.policy\"}}' u7s-node")
+    assert policy.stdout.strip() == "always", policy.stderr
+    # The distribution's rootful containerd is stopped.
+    assert not host.service("containerd.service").is_running
 
 
 def test_published_port_reachable_from_the_other_host(host, engine, as_user, hostvars, other_host):
