@@ -10,7 +10,9 @@ import typing as t
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.u7s.cluster.plugins.module_utils.control_planes import (
+    etcd_members as _etcd_members,
     hosts_block,
+    members_of_host,
     removal_problem,
 )
 
@@ -32,6 +34,25 @@ def etcd_removal_refusal(health: t.Any, host: t.Any, control_planes: t.Any) -> s
                            {str(name): bool(value) for name, value in health.items()}) or ""
 
 
+def etcd_members(member_list: t.Any, endpoint_health: t.Any, node_hosts: t.Any) -> list[dict[str, t.Any]]:
+    """etcd's members (etcdctl member list -w json) with their inventory host and health."""
+    if not isinstance(member_list, dict):
+        raise AnsibleFilterError("etcd_members: the member list must be a dictionary (etcdctl member list -w json), "
+                                 "got %s" % type(member_list).__name__)
+    if endpoint_health is not None and not isinstance(endpoint_health, list):
+        raise AnsibleFilterError("etcd_members: the endpoint health must be a list (etcdctl endpoint health "
+                                 "--cluster -w json), got %s" % type(endpoint_health).__name__)
+    try:
+        return _etcd_members(member_list, endpoint_health, {str(name): str(host) for name, host in dict(node_hosts).items()})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError("etcd_members: a member without a numeric ID: %s" % exc) from None
+
+
+def etcd_member_ids(members: t.Any, node_name: t.Any, address: t.Any = None) -> list[str]:
+    """The hex IDs of the etcd members that are NODE_NAME's (by name, or by a peer URL on ADDRESS)."""
+    return members_of_host(list(members), str(node_name or ""), str(address) if address else None)
+
+
 class FilterModule:
     """u7s.cluster control-plane filters."""
 
@@ -39,5 +60,7 @@ class FilterModule:
         """Map filter names to functions."""
         return {
             "endpoint_hosts_block": endpoint_hosts_block,
+            "etcd_member_ids": etcd_member_ids,
+            "etcd_members": etcd_members,
             "etcd_removal_refusal": etcd_removal_refusal,
         }

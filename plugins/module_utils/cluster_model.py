@@ -54,6 +54,7 @@ from ansible_collections.u7s.cluster.plugins.module_utils.control_planes import 
     KUBEADM_ETCD_PORTS,
     count_problem,
     endpoint_name_problem,
+    init_host,
 )
 from ansible_collections.u7s.cluster.plugins.module_utils.fleet_registry import registry_plan
 from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts
@@ -474,7 +475,9 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
             problems.add(text)
     _check_running_nodes(cluster, hosts, problems, purpose == "upgrade")
     control_planes = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
-    control_plane = control_planes[0] if control_planes else None
+    # The init host: the first control plane, unless it is known to run no node while another runs the
+    # cluster (removed with remove-node.yml and kept listed, or replaced): then it joins (init_host).
+    control_plane = init_host(control_planes, {host["name"]: host for host in hosts}) if control_planes else None
     control_plane_set = frozenset(control_planes or ())
     if control_planes and len(control_planes) > 1:
         _check_several_control_planes(cluster, cluster["u7s_control_plane_group"], problems)
@@ -597,6 +600,8 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
     control_planes = control_planes or []  # never empty here: the group was checked
     several = len(control_planes) > 1
     control_plane_addresses = [planned[name]["host_address"] for name in control_planes]
+    # The init host first (the roles join control_planes[1:]); the addresses stay in inventory order.
+    control_planes = [control_plane, *(name for name in control_planes if name != control_plane)]
     endpoint_hosts = None
     if cluster["u7s_control_plane_endpoint"]:
         endpoint = cluster["u7s_control_plane_endpoint"]

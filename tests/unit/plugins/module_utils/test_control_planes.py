@@ -19,8 +19,11 @@ from ansible_collections.u7s.cluster.plugins.module_utils.control_planes import 
     HOSTS_BEGIN,
     HOSTS_END,
     endpoint_name_problem,
+    etcd_members,
     hosts_block,
     hosts_lines,
+    init_host,
+    members_of_host,
     merge_hosts,
     quorum,
     removal_problem,
@@ -266,3 +269,106 @@ def test_removal_keeps_a_majority_of_the_remaining_members_healthy() -> None:
     assert removal_problem("host1", five, health) is None
     health["host4"] = False
     assert "needs 3" in removal_problem("host1", five, health)
+
+
+def test_removing_one_of_three_healthy_members_is_allowed_but_not_one_of_two_that_stay_healthy() -> None:
+    three = ["host1", "host2", "host3"]
+    assert removal_problem("host2", three, dict.fromkeys(three, True)) is None  # 2 of 2 stay healthy
+    found = removal_problem("host1", three, {"host1": True, "host2": True, "host3": False})  # 1 of 2
+    assert found and "leaves 2 etcd member(s), of which 1 are healthy" in found and "host3" in found
+    assert "Nothing was changed" in found and "Fix:" in found
+
+
+def test_a_removal_needs_the_quorum_now() -> None:
+    # Four members left by an earlier removal, two of them down: etcd cannot write, not even `member remove`.
+    four = {"host1": True, "host2": True, "host3": False, "host4": False}
+    found = removal_problem("host4", ["host1", "host2", "host3", "host4", "host5"], four)
+    assert found and "lost its quorum" in found and "host3, host4" in found and "etcd-restore.yml" in found
+
+
+def test_a_removal_without_a_member_list_is_refused() -> None:
+    found = removal_problem("host2", ["host1", "host2", "host3"], {})
+    assert found and "member list" in found and "Nothing was changed" in found
+
+
+def test_the_member_being_removed_need_not_be_listed_any_more() -> None:
+    # A reset that removed the member, then stopped: the remove-node run again finds two members.
+    assert removal_problem("host3", ["host1", "host2", "host3"], {"host1": True, "host2": True}) is None
+
+
+MEMBER_LIST = {
+    "header": {"cluster_id": 1, "member_id": 2},
+    "members": [
+        {"ID": 10501334649042878790, "name": "u7s-host1", "peerURLs": ["https://192.0.2.11:2380"],
+         "clientURLs": ["https://192.0.2.11:2379"]},
+        {"ID": 15, "name": "u7s-host2", "peerURLs": ["https://192.0.2.12:2380"],
+         "clientURLs": ["https://192.0.2.12:2379"]},
+        {"ID": 255, "peerURLs": ["https://192.0.2.13:2380"]},  # added, never started
+    ],
+}
+HEALTH = [{"endpoint": "https://192.0.2.11:2379", "health": True, "took": "2ms"},
+          {"endpoint": "https://192.0.2.12:2379", "health": False, "error": "context deadline exceeded"}]
+NODE_HOSTS = {"u7s-host1": "host1", "u7s-host2": "host2", "u7s-host3": "host3"}
+
+
+def test_etcd_members_are_named_by_host_with_hex_ids_and_health() -> None:
+    members = etcd_members(MEMBER_LIST, HEALTH, NODE_HOSTS)
+    assert [(member["id"], member["host"], member["healthy"]) for member in members] == [
+        ("91bc3c398fb3c146", "host1", True), ("f", "host2", False), ("ff", "unstarted member ff", False)]
+    assert members[2]["peer_hosts"] == ["192.0.2.13"]
+    assert {member["host"]: member["healthy"] for member in etcd_members(MEMBER_LIST, None, NODE_HOSTS)} == {
+        "host1": False, "host2": False, "unstarted member ff": False}
+
+
+def test_a_member_of_no_inventory_host_keeps_its_name() -> None:
+    members = etcd_members(MEMBER_LIST, HEALTH, {})
+    assert [member["host"] for member in members][:2] == ["u7s-host1", "u7s-host2"]
+
+
+def test_a_nodes_members_are_found_by_name_or_peer_address() -> None:
+    members = etcd_members(MEMBER_LIST, HEALTH, NODE_HOSTS)
+    assert members_of_host(members, "u7s-host2", "192.0.2.12") == ["f"]
+    assert members_of_host(members, "u7s-host3", "192.0.2.13") == ["ff"]
+    assert members_of_host(members, "u7s-host4", "192.0.2.14") == []
+    assert members_of_host(members, "", None) == []
+
+
+def test_a_health_check_of_a_member_left_unstarted_refuses_removing_a_healthy_one() -> None:
+    health = {member["host"]: member["healthy"] for member in etcd_members(MEMBER_LIST, HEALTH, NODE_HOSTS)}
+    assert "lost its quorum" in removal_problem("host1", ["host1", "host2", "host3"], health)
+
+
+# --- which control plane inits: only special at the bring-up ---------------------------------------
+
+def test_the_first_control_plane_inits_a_new_cluster() -> None:
+    assert init_host(["host1", "host2", "host3"], {}) == "host1"
+    records = {name: {"name": name, "recorded_settings": None} for name in ("host1", "host2", "host3")}
+    assert init_host(["host1", "host2", "host3"], records) == "host1"
+
+
+def test_a_first_control_plane_without_a_node_joins_the_running_cluster() -> None:
+    running = {"u7s_kubernetes_version": "v1.36.4"}
+    records = {"host1": {"recorded_settings": None}, "host2": {"recorded_settings": running},
+               "host3": {"recorded_settings": running}}
+    assert init_host(["host1", "host2", "host3"], records) == "host2"
+    # Outside --limit, the first one's node is unknown: it keeps its place (and nothing runs on it).
+    records["host1"]["in_play"] = False
+    assert init_host(["host1", "host2", "host3"], records) == "host1"
+
+
+def test_the_plan_puts_the_running_control_plane_first() -> None:
+    running = {"u7s_kubernetes_version": "v1.36.4", "api_endpoint": "u7s-apiserver:6443"}
+    records = records_of(FOUR)
+    records[1]["recorded_settings"] = records[2]["recorded_settings"] = running
+    records[3]["recorded_settings"] = running
+    result = plan(records, cluster_groups(FOUR, control_plane=["host1", "host2", "host3"]))
+    assert result["problems"] == [], result["problems"]
+    assert result["control_plane"] == "host2"
+    assert result["control_planes"] == ["host2", "host1", "host3"]  # host1 joins
+    assert result["control_plane_addresses"] == [address_of(index) for index in range(3)]  # inventory order
+    assert result["endpoint_hosts"]["addresses"] == [address_of(index) for index in range(3)]
+
+
+def test_an_even_count_names_the_replacement() -> None:
+    result = ha_plan(FOUR, 2)
+    assert "remove-node.yml" in result["problems"][0] and "new host" in result["problems"][0]
