@@ -317,3 +317,15 @@ def test_the_endpoint_block_after_a_removal_leaves_out_the_removed_address():
     assert evaluate("kubeadm_endpoint_block", variables) == (
         "# BEGIN u7s.cluster control-plane endpoint\n192.0.2.11 u7s-apiserver\n192.0.2.13 u7s-apiserver\n"
         "# END u7s.cluster control-plane endpoint\n")
+
+
+@pytest.mark.parametrize(("stdout", "expected"), [
+    ('[{"endpoint": "https://192.0.2.11:2379", "health": true}]', [{"endpoint": "https://192.0.2.11:2379", "health": True}]),
+    ("", []),
+    ("Error: context deadline exceeded", []),
+])
+def test_the_members_health_is_read_only_from_json(stdout, expected):
+    task = task_named("kubeadm", "etcd-members.yml", "Remember the members' health")
+    variables = role_variables("kubeadm", facts={"kubeadm_etcd_member_list": MEMBERS,
+                                                 "kubeadm_exec": {"rc": 1, "stdout": stdout}})
+    assert template(task["ansible.builtin.set_fact"]["kubeadm_etcd_endpoint_health"], variables) == expected
