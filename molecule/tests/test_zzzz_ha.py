@@ -2,12 +2,12 @@
 
 Needs an inventory with 3 control planes (testbed: U7S_TESTBED_HOSTS=4 U7S_TESTBED_CONTROL_PLANES=3
 testbed/testbed.sh up); skipped otherwise. Test-bed hosts are containers named u7s-tb-<host>.
-Not yet run on the test bed.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -35,11 +35,15 @@ OUTAGE_LIMIT = 60
 
 
 def ready(core, node: str) -> bool:
-    conditions = core.read_node(node).status.conditions or []
+    """Whether the node is Ready; False while the API does not answer (a control plane is down)."""
+    try:
+        conditions = core.read_node(node, _request_timeout=10).status.conditions or []
+    except Exception:  # pylint: disable=broad-except
+        return False
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
-def etcdctl(host_name: str, *args: str) -> str:
+def etcdctl(host_name: str, *args: str, check: bool = True) -> str:
     """etcdctl in the etcd container of host_name's node, as the cluster user."""
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     runner = AnsibleRunner(inventory)
@@ -48,12 +52,15 @@ def etcdctl(host_name: str, *args: str) -> str:
     host = testinfra.get_host(f"ansible://{host_name}", ansible_inventory=inventory)
     uid = host.user(user).uid
     env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
-    certs = ("--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
-             "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key --endpoints=https://127.0.0.1:2379")
-    command = (f"cd ~ && {engine} exec u7s-node sh -c 'crictl exec $(crictl ps -q --name ^etcd$ --state running) "
-               f"etcdctl {certs} {' '.join(args)}'")
-    result = host.run(f"sudo -H -u {user} env {env} sh -c \"{command}\"")
-    assert result.rc == 0, result.stderr
+    etcdctl_argv = ["etcdctl", "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
+                    "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
+                    "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
+                    "--endpoints=https://127.0.0.1:2379", *args]
+    # Quoted level by level: the node's shell finds the etcd container, the host's runs the engine.
+    in_node = "crictl exec $(crictl ps -q --name '^etcd$' --state running) " + shlex.join(etcdctl_argv)
+    on_host = f"cd ~ && {engine} exec u7s-node sh -c {shlex.quote(in_node)}"
+    result = host.run(f"sudo -H -u {user} env {env} sh -c {shlex.quote(on_host)}")
+    assert result.rc == 0 or not check, result.stderr
     return result.stdout
 
 
@@ -80,13 +87,16 @@ class _Poller(threading.Thread):
     def __init__(self, probe):
         super().__init__(daemon=True)
         self.probe, self.stop, self.longest, self.last_ok = probe, threading.Event(), 0.0, time.monotonic()
+        self.asked = self.failed = 0
 
     def run(self):
         while not self.stop.is_set():
+            self.asked += 1
             try:
                 self.probe()
                 self.last_ok = time.monotonic()
             except Exception:  # pylint: disable=broad-except
+                self.failed += 1
                 self.longest = max(self.longest, time.monotonic() - self.last_ok)
             time.sleep(1)
 
@@ -111,26 +121,43 @@ def _outage(core, busybox_image, victim: str):
     poller = _Poller(lambda: core.list_namespace(_request_timeout=3))
     poller.start()
     subprocess.run(["docker", "stop", f"u7s-tb-{victim}"], check=True, capture_output=True, timeout=180)
+    stopped = time.monotonic()
     try:
         apps.patch_namespaced_deployment_scale(DEPLOYMENT, NAMESPACE, {"spec": {"replicas": 4}})
         wait_for("the deployment scaled during the outage to get its pods", lambda: (
             (apps.read_namespaced_deployment(DEPLOYMENT, NAMESPACE).status.ready_replicas or 0) >= 4), timeout=180)
+        print(f"{victim} down: the deployment had 4 ready pods after {time.monotonic() - stopped:.0f} s")
         assert ready(core, worker_node), "the worker is not Ready during the outage"
         time.sleep(10)
+        print(f"{victim} down: controller's API requests {poller.asked}, failed {poller.failed}, "
+              f"longest without an answer {poller.longest:.1f} s")
         assert poller.longest < OUTAGE_LIMIT, f"the API did not answer the controller for {poller.longest:.0f} s"
         log = core.read_namespaced_pod_log(pod, NAMESPACE)
         stamps = [int(line.split()[1]) for line in log.splitlines() if line.startswith("ok ")]
         gaps = [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+        print(f"{victim} down: the pod's API requests failed {log.count('fail ')} of "
+              f"{len(log.splitlines())}, longest gap {max(gaps or [0])} s")
         assert stamps and max(gaps or [0]) < OUTAGE_LIMIT, f"the API did not answer the pod for {max(gaps)} s"
     finally:
-        poller.stop.set()
         subprocess.run(["docker", "start", f"u7s-tb-{victim}"], check=True, capture_output=True, timeout=180)
+    started = time.monotonic()
+    before = (poller.asked, poller.failed)
+    poller.longest = 0.0
+    other = next(name for name in _control_planes() if name != victim)
+    try:
+        wait_for("etcd to have 3 healthy members again", lambda: etcdctl(
+            other, "endpoint", "health", "--cluster", check=False).count("is healthy") == 3, timeout=300)
+        print(f"{victim} back: etcd has 3 healthy members {time.monotonic() - started:.0f} s after its start")
+        wait_for(f"u7s-{victim} to be Ready again", lambda: ready(core, f"u7s-{victim}"), timeout=300)
+        print(f"{victim} back: its node Ready {time.monotonic() - started:.0f} s after its start")
+    finally:
+        poller.stop.set()
+        poller.join()
+        print(f"{victim} coming back: controller's API requests {poller.asked - before[0]}, "
+              f"failed {poller.failed - before[1]}, longest without an answer {poller.longest:.1f} s")
         core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)
         apps.patch_namespaced_deployment_scale(DEPLOYMENT, NAMESPACE, {"spec": {"replicas": 1}})
-    other = next(name for name in _control_planes() if name != victim)
-    wait_for("etcd to have 3 healthy members again", lambda: etcdctl(
-        other, "endpoint", "health", "--cluster").count("is healthy") == 3, timeout=300)
-    wait_for(f"u7s-{victim} to be Ready again", lambda: ready(core, f"u7s-{victim}"), timeout=300)
+    assert poller.longest < OUTAGE_LIMIT, f"the API did not answer the controller for {poller.longest:.0f} s"
 
 
 @pytest.fixture(scope="module")
