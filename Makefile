@@ -101,6 +101,7 @@ integration: venv deps artifacts-previous artifacts
 	U7S_REQUIRE_IMAGES=1 pytest -q tests/integration
 	molecule test --scenario-name default
 	molecule test --scenario-name podman
+	molecule test --scenario-name ha
 
 .PHONY: test
 test: units lint sanity build integration
