@@ -6,6 +6,8 @@ testbed/testbed.sh up); skipped otherwise. Test-bed hosts are containers named u
 
 from __future__ import annotations
 
+import base64
+import datetime
 import os
 import shlex
 import subprocess
@@ -79,6 +81,18 @@ def test_every_node_is_ready_and_etcd_has_three_members_by_host_address(core):
         line = next((line for line in members if f"u7s-{host_name}," in line), None)
         assert line and ", started," in line, members
         assert f"https://{host_address(host_name)}:2380" in line, line
+
+
+def test_no_uploaded_certificates_nor_a_token_beyond_the_lifetime_left(core):
+    """upload-certs' Secret and the 2 h token that owns it are gone once the control planes joined."""
+    assert not core.list_namespaced_secret("kube-system", field_selector="metadata.name=kubeadm-certs").items
+    lifetime = datetime.timedelta(seconds=3600)  # the test bed keeps kubeadm_join_token_ttl's 1 h
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for secret in core.list_namespaced_secret("kube-system", field_selector="type=bootstrap.kubernetes.io/token").items:
+        expiration = base64.b64decode((secret.data or {}).get("expiration", "")).decode()
+        assert expiration, f"{secret.metadata.name} never expires"
+        expires = datetime.datetime.fromisoformat(expiration.replace("Z", "+00:00"))
+        assert expires <= now + lifetime, (secret.metadata.name, expiration)
 
 
 class _Poller(threading.Thread):
