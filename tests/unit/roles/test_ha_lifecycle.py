@@ -2,15 +2,14 @@
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
 
 """Several control planes: the kubeadm configurations rendered from the real templates (one control plane
-as main's templates render it, three with the HA fields), and upgrade.yml's order of the control planes.
+as before several control planes (fixtures/single-control-plane), three with the HA fields), and upgrade.yml's order of the control planes.
 
 The end-to-end check on the test bed: molecule/tests/test_zzzz_ha.py.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -51,23 +50,16 @@ def facts_of(host: str, control_planes: int, names=FOUR) -> dict:
         "rootless_runtime_session": session, **hostvars[host]})
 
 
-def main_template(name: str) -> str | None:
-    """The template as the main branch has it (None when the repository has no main branch here)."""
-    if shutil.which("git") is None:
-        return None
-    found = subprocess.run(["git", "-C", str(REPO), "show", "main:roles/kubeadm/templates/%s" % name],
-                           capture_output=True, text=True, check=False)
-    return found.stdout if found.returncode == 0 else None
+# The files as they were before several control planes (commit 7ab25ff).
+SINGLE = Path(__file__).parent / "fixtures" / "single-control-plane"
 
 
 @pytest.mark.parametrize(("name", "host", "extra"), [
     ("kubeadm-init.yaml.j2", "host1", {}),
     ("kubeadm-join.yaml.j2", "host2", {"kubeadm_join": JOIN}),
 ])
-def test_one_control_plane_renders_as_mains_templates(name, host, extra):
-    before = main_template(name)
-    if before is None:
-        pytest.skip("no main branch in this repository")
+def test_one_control_plane_renders_as_before(name, host, extra):
+    before = (SINGLE / name).read_text()
     variables = {**facts_of(host, 1), **extra}
     assert render_role_template("kubeadm", name, variables) == render(before, variables)
 
@@ -161,11 +153,8 @@ def test_which_upgrade_command_runs_where(control_planes, host):
 
 
 def test_the_single_control_plane_upgrade_tasks_are_mains_but_for_the_health_check():
-    found = subprocess.run(["git", "-C", str(REPO), "show", "main:playbooks/upgrade.yml"],
-                           capture_output=True, text=True, check=False) if shutil.which("git") else None
-    if found is None or found.returncode != 0:
-        pytest.skip("no main branch in this repository")
-    before = {play["name"]: play for play in yaml.safe_load(found.stdout)}["Upgrade the control plane"]["tasks"]
+    before = {play["name"]: play for play in yaml.safe_load((SINGLE / "upgrade.yml").read_text())}[
+        "Upgrade the control plane"]["tasks"]
     after = {play["name"]: play for play in playbook("upgrade.yml")}["Upgrade the control plane"]["tasks"]
     assert [task["name"] for task in after[:-1]] == [task["name"] for task in before]
     assert after[-1]["vars"] == {"kubeadm_upgrade_phase": "etcd_health"}
