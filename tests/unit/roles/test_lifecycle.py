@@ -196,7 +196,9 @@ def test_the_controller_kubeconfig_goes_only_when_no_control_plane_stays(host, c
     task = task_named("kubeadm", "reset.yml", "Remove the controller's kubeconfig with the control plane")
     assert task["delegate_to"] == "localhost" and task["become"] is False
     block = task_named("kubeadm", "reset.yml", "Remove the endpoint's block from the controller's hosts file with the cluster")
-    assert block["ansible.builtin.blockinfile"]["state"] == "absent"
+    assert block["ansible.builtin.include_tasks"] == "controller-hosts.yml"
+    assert block["vars"] == {"kubeadm_controller_hosts_state": "absent"}
+    (write,) = load_tasks("kubeadm", "controller-hosts.yml")
     plan = {"control_plane": "host1", "control_planes": control_planes,
             "controller_hosts_file": "/etc/hosts" if len(control_planes) > 1 else "",
             "endpoint_hosts": {"name": "u7s-apiserver", "addresses": []} if len(control_planes) > 1 else None}
@@ -205,7 +207,7 @@ def test_the_controller_kubeconfig_goes_only_when_no_control_plane_stays(host, c
                       role_variables("kubeadm", facts={"inventory_hostname": host, "settings_plan": plan,
                                                        "ansible_play_hosts_all": run})):
         assert (conditions_failed([task["when"]], variables) == []) is goes
-        assert (conditions_failed(block["when"], variables) == []) is (goes and len(control_planes) > 1)
+        assert (conditions_failed([block["when"], write["when"]], variables) == []) is (goes and len(control_planes) > 1)
 
 
 def test_only_the_roles_own_kubectl_is_removed():
@@ -314,9 +316,19 @@ def test_the_endpoint_block_after_a_removal_leaves_out_the_removed_address():
     plan = {"endpoint_hosts": {"name": "u7s-apiserver", "addresses": ["192.0.2.11", "192.0.2.12", "192.0.2.13"]},
             "hosts": {"host2": {"host_address": "192.0.2.12"}}}
     variables = {**role_variables("kubeadm", facts={"settings_plan": plan, "u7s_remove_node": "host2"}), **block["vars"]}
-    assert evaluate("kubeadm_endpoint_block", variables) == (
-        "# BEGIN u7s.cluster control-plane endpoint\n192.0.2.11 u7s-apiserver\n192.0.2.13 u7s-apiserver\n"
-        "# END u7s.cluster control-plane endpoint\n")
+    assert evaluate("kubeadm_endpoint_addresses", variables) == ["192.0.2.11", "192.0.2.13"]
+    tasks = {task["name"]: task for task in block["block"]}
+    node = tasks["Resolve the endpoint's name to the remaining control planes in the node"]
+    controller = tasks["Resolve the endpoint's name to the remaining control planes on the controller"]
+    assert node["ansible.builtin.include_role"]["tasks_from"] == "endpoint-hosts"
+    assert node["vars"] == {"node_endpoint_addresses": "{{ kubeadm_endpoint_addresses }}"}
+    assert controller["vars"] == {"kubeadm_controller_hosts_addresses": "{{ kubeadm_endpoint_addresses }}"}
+    # The node role and the controller's block render these addresses.
+    (write, *_rest) = load_tasks("node", "endpoint-hosts.yml")
+    hosts_file = next(item for item in write["loop"] if item["name"] == "hosts")
+    content = template(hosts_file["content"], {**variables, "node_endpoint_addresses": ["192.0.2.11", "192.0.2.13"]})
+    assert content == ("# BEGIN u7s.cluster control-plane endpoint\n192.0.2.11 u7s-apiserver\n192.0.2.13 u7s-apiserver\n"
+                       "# END u7s.cluster control-plane endpoint\n")
 
 
 @pytest.mark.parametrize(("stdout", "expected"), [
