@@ -341,3 +341,14 @@ def test_the_members_health_is_read_only_from_json(stdout, expected):
     variables = role_variables("kubeadm", facts={"kubeadm_etcd_member_list": MEMBERS,
                                                  "kubeadm_exec": {"rc": 1, "stdout": stdout}})
     assert template(task["ansible.builtin.set_fact"]["kubeadm_etcd_endpoint_health"], variables) == expected
+
+
+@pytest.mark.parametrize("addresses", [None, ["192.0.2.11", "192.0.2.13"]])
+def test_the_controllers_block_names_every_address(addresses):
+    """An empty block would make blockinfile remove the block: the controller could not resolve the endpoint."""
+    (write,) = load_tasks("kubeadm", "controller-hosts.yml")
+    plan = {"endpoint_hosts": {"name": "u7s-apiserver", "addresses": ["192.0.2.11", "192.0.2.12", "192.0.2.13"]}}
+    facts = {"settings_plan": plan, **({"kubeadm_controller_hosts_addresses": addresses} if addresses else {})}
+    block = template(write["ansible.builtin.blockinfile"]["block"], role_variables("kubeadm", facts=facts))
+    expected = addresses or plan["endpoint_hosts"]["addresses"]
+    assert block == "\n".join("%s u7s-apiserver" % address for address in expected)
