@@ -59,6 +59,7 @@ from ansible_collections.u7s.cluster.plugins.module_utils.control_planes import 
 from ansible_collections.u7s.cluster.plugins.module_utils.fleet_registry import registry_plan
 from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts
 from ansible_collections.u7s.cluster.plugins.module_utils.registries import redacted, registry_problems
+from ansible_collections.u7s.cluster.plugins.module_utils.values import HOST_NAME
 
 # Settings that may differ from host to host; every other one must be the same
 # on every host of the cluster (one kubelet configuration, one VXLAN port, ...).
@@ -175,7 +176,6 @@ ENGINES_NOT_YET = {"nerdctl": "it arrives with the bypass4netns role"}
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 KUBERNETES_VERSION = re.compile(r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-HOST_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*")
 # The kubelet's default node CIDR mask (kube-controller-manager --node-cidr-mask-size).
 NODE_POD_PREFIX = 24
 # kube-apiserver refuses a larger IPv4 service range.

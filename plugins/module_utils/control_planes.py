@@ -13,6 +13,8 @@ import ipaddress
 import typing as t
 from collections.abc import Mapping, Sequence
 
+from ansible_collections.u7s.cluster.plugins.module_utils.values import HOST_NAME
+
 # etcd needs a majority of its members; an even count survives no more failures than
 # the odd one below it, and more than five slows every write for no gain kubeadm supports.
 CONTROL_PLANE_COUNTS = (1, 3, 5)
@@ -195,12 +197,7 @@ def count_problem(group: str, members: Sequence[str]) -> str | None:
 def endpoint_name_problem(value: t.Any) -> str | None:
     """Why u7s_control_plane_endpoint_name cannot name the endpoint (None: it can)."""
     text = str(value)
-    labels = text.split(".")
-    ok = 0 < len(text) <= 253 and all(
-        0 < len(label) <= 63 and label[0].isalnum() and label[-1].isalnum()
-        and all(char.isascii() and (char.isalnum() or char == "-") for char in label)
-        for label in labels)
-    if not ok or labels[-1].isdecimal():
+    if len(text) > 253 or not HOST_NAME.fullmatch(text) or text.rsplit(".", maxsplit=1)[-1].isdecimal():
         return ("u7s_control_plane_endpoint_name %r is not a DNS name (labels of letters, digits and '-', not an "
                 "address). Fix: set it to a name such as u7s-apiserver." % (value,))
     return None
