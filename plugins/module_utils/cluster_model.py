@@ -749,6 +749,12 @@ def _check_several_control_planes(cluster: Mapping[str, t.Any], group: str, prob
         found = endpoint_name_problem(cluster["u7s_control_plane_endpoint_name"])
         if found:
             problems.add(found)
+        hosts_file = cluster["u7s_controller_hosts_file"]
+        if hosts_file and not str(hosts_file).startswith("/"):
+            problems.add("u7s_controller_hosts_file %r is not an absolute path: the controller would write the "
+                         "endpoint's block to a file relative to where ansible-playbook runs. Fix: set it to /etc/hosts "
+                         "(the default), or to \"\" and resolve %s on the controller yourself."
+                         % (hosts_file, cluster["u7s_control_plane_endpoint_name"]))
 
 
 def _check_control_plane_mode(hosts: Sequence[Mapping[str, t.Any]], control_planes: Sequence[str],

@@ -139,6 +139,12 @@ def test_an_endpoint_name_that_is_no_dns_name_is_refused(name: str) -> None:
     assert any("u7s_control_plane_endpoint_name" in text for text in result["problems"])
 
 
+def test_a_relative_controller_hosts_file_is_refused() -> None:
+    result = ha_plan(group_vars={"u7s_controller_hosts_file": "etc/hosts"})
+    assert any("u7s_controller_hosts_file 'etc/hosts' is not an absolute path" in text for text in result["problems"])
+    assert not ha_plan(group_vars={"u7s_controller_hosts_file": ""})["problems"]
+
+
 def test_growing_a_single_control_plane_cluster_is_refused() -> None:
     records = records_of(FOUR)
     for record in records[:2]:
