@@ -111,6 +111,7 @@ integration: venv deps artifacts-previous artifacts
 	U7S_REQUIRE_IMAGES=1 pytest -q tests/integration
 	molecule test --scenario-name default
 	molecule test --scenario-name podman
+	molecule test --scenario-name ha
 
 # The nerdctl scenario (molecule/nerdctl). Not in `make test` until it has passed on the test bed.
 .PHONY: integration-nerdctl

@@ -331,18 +331,23 @@ inventory_host() {
 }
 
 # The layout molecule/default/create.yml reads: u7s_cluster.children.*.hosts.
+# The first U7S_TESTBED_CONTROL_PLANES hosts (1, 3 or 5; default 1) are control planes.
 write_inventory() {
-    local n=$1 i tmp
+    local n=$1 i tmp cps=${U7S_TESTBED_CONTROL_PLANES:-1}
+    [[ $cps =~ ^[135]$ ]] || die "U7S_TESTBED_CONTROL_PLANES must be 1, 3 or 5, got '$cps'"
+    ((cps <= n)) || die "U7S_TESTBED_CONTROL_PLANES=$cps needs at least $cps hosts, got $n"
     mkdir -p "$(dirname "$INVENTORY")"
     tmp=$INVENTORY.tmp.$$
     {
         printf '# Written by testbed/testbed.sh up (%s hosts, %s); not committed.\n' "$n" "$SUITE"
         printf 'u7s_cluster:\n  children:\n'
         printf '    control_plane:\n      hosts:\n'
-        inventory_host '        ' 1
-        if ((n > 1)); then
+        for ((i = 1; i <= cps; i++)); do
+            inventory_host '        ' "$i"
+        done
+        if ((n > cps)); then
             printf '    workers:\n      hosts:\n'
-            for ((i = 2; i <= n; i++)); do
+            for ((i = cps + 1; i <= n; i++)); do
                 inventory_host '        ' "$i"
             done
         else

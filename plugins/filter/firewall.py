@@ -20,10 +20,11 @@ from ansible_collections.u7s.cluster.plugins.module_utils.firewall import (
 )
 
 
-def nft_ruleset(ports: t.Any, user: str, cluster_sources: t.Any, apiserver_sources: t.Any = ()) -> str:
+def nft_ruleset(ports: t.Any, user: str, cluster_sources: t.Any, apiserver_sources: t.Any = (),
+                control_plane_sources: t.Any = ()) -> str:
     """The nft file of one cluster user's firewall on one host."""
     try:
-        return render(user, ports, cluster_sources, apiserver_sources)
+        return render(user, ports, cluster_sources, apiserver_sources, control_plane_sources)
     except FirewallError as exc:
         raise AnsibleFilterError("nft_ruleset: %s" % exc) from None
 

@@ -50,9 +50,16 @@ from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
     parse_subnet,
     plan_node_networks,
 )
+from ansible_collections.u7s.cluster.plugins.module_utils.control_planes import (
+    KUBEADM_ETCD_PORTS,
+    count_problem,
+    endpoint_name_problem,
+    init_host,
+)
 from ansible_collections.u7s.cluster.plugins.module_utils.fleet_registry import registry_plan
 from ansible_collections.u7s.cluster.plugins.module_utils.ports import port_conflicts
 from ansible_collections.u7s.cluster.plugins.module_utils.registries import redacted, registry_problems
+from ansible_collections.u7s.cluster.plugins.module_utils.values import HOST_NAME
 
 # Settings that may differ from host to host; every other one must be the same
 # on every host of the cluster (one kubelet configuration, one VXLAN port, ...).
@@ -90,22 +97,28 @@ RECORDED_SETTINGS = (
 # The node's ports, by setting, with their protocol. Which hosts publish each: NODE_PORT_HOSTS.
 NODE_PORTS = (
     ("u7s_port_etcd", "tcp"),
+    ("u7s_port_etcd_peer", "tcp"),
     ("u7s_port_apiserver", "tcp"),
     ("u7s_port_kubelet", "tcp"),
     ("u7s_port_vxlan", "udp"),
 )
 # Which hosts publish each node port, and whom the firewall lets reach it. Nothing outside
 # the node needs etcd while there is one control plane (its API server is in the same node);
-# the API server is on the control plane only; every kubelet and VXLAN endpoint is reached
-# by the other hosts. "cluster": the inventory's host addresses; "apiserver": those, the
-# controller and u7s_firewall_apiserver_sources.
+# with several ("several_control_planes") every control plane's etcd is reached by the other
+# members (peer) and by a joining kubeadm (client); the API server is on the control planes
+# only; every kubelet and VXLAN endpoint is reached by the other hosts. "cluster": the
+# inventory's host addresses; "apiserver": those, the controller and
+# u7s_firewall_apiserver_sources; "control_planes": the control-plane hosts' addresses.
 NODE_PORT_HOSTS = {
-    "u7s_port_etcd": None,
+    "u7s_port_etcd": "several_control_planes",
+    "u7s_port_etcd_peer": "several_control_planes",
     "u7s_port_apiserver": "control_plane",
     "u7s_port_kubelet": "all",
     "u7s_port_vxlan": "all",
 }
 NODE_PORT_SOURCES = {
+    "u7s_port_etcd": "control_planes",
+    "u7s_port_etcd_peer": "control_planes",
     "u7s_port_apiserver": "apiserver",
     "u7s_port_kubelet": "cluster",
     "u7s_port_vxlan": "cluster",
@@ -165,7 +178,6 @@ ENGINES_NOT_YET: dict[str, str] = {}
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 KUBERNETES_VERSION = re.compile(r"v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)")
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-HOST_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*")
 # The kubelet's default node CIDR mask (kube-controller-manager --node-cidr-mask-size).
 NODE_POD_PREFIX = 24
 # kube-apiserver refuses a larger IPv4 service range.
@@ -464,7 +476,13 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
         for text in registry_problems(cluster["u7s_registries"], model.missing_files):
             problems.add(text)
     _check_running_nodes(cluster, hosts, problems, purpose == "upgrade")
-    control_plane = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
+    control_planes = _check_control_plane(model, cluster["u7s_control_plane_group"], names, problems)
+    # The init host: the first control plane, unless it is known to run no node while another runs the
+    # cluster (removed with remove-node.yml and kept listed, or replaced): then it joins (init_host).
+    control_plane = init_host(control_planes, {host["name"]: host for host in hosts}) if control_planes else None
+    control_plane_set = frozenset(control_planes or ())
+    if control_planes and len(control_planes) > 1:
+        _check_several_control_planes(cluster, cluster["u7s_control_plane_group"], problems)
 
     # Per host: user, engine, node name, address, extra ports.
     node_names: dict[str, list[str]] = {}
@@ -515,7 +533,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
         for text in found:
             problems.add(text)
     if all(1 <= cluster[setting] <= 65535 for setting, _protocol in NODE_PORTS):
-        for text in _port_problems(hosts, resolved, addresses, extra, control_plane, registry):
+        for text in _port_problems(hosts, resolved, addresses, extra, control_plane_set, registry):
             problems.add(_sentence(text))
 
     plan: dict[str, t.Any] = {}
@@ -559,7 +577,7 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
         name = host["name"]
         values = resolved[name]
         network = plan[name]
-        named = [(setting, cluster[setting], protocol) for setting, protocol in _node_ports(name, control_plane)]
+        named = [(setting, cluster[setting], protocol) for setting, protocol in _node_ports(name, control_plane_set)]
         named += extra[name]
         bind = publish_addresses[name]
         planned[name] = {
@@ -579,15 +597,40 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
             "port_names": {"%d/%s" % (port, protocol): label for label, port, protocol in named},
             # The firewall filters the node's own ports; u7s_extra_ports are the user's to expose.
             "filtered_ports": [{"port": cluster[setting], "protocol": protocol, "sources": NODE_PORT_SOURCES[setting]}
-                               for setting, protocol in _node_ports(name, control_plane)],
+                               for setting, protocol in _node_ports(name, control_plane_set)],
         }
-    control_plane_address = planned[control_plane]["host_address"]
-    endpoint = cluster["u7s_control_plane_endpoint"] or (
-        "%s:%d" % (control_plane_address, cluster["u7s_port_apiserver"]) if control_plane_address else None)
+    control_planes = control_planes or []  # never empty here: the group was checked
+    several = len(control_planes) > 1
+    control_plane_addresses = [planned[name]["host_address"] for name in control_planes]
+    # The init host first (the roles join control_planes[1:]); the addresses stay in inventory order.
+    control_planes = [control_plane, *(name for name in control_planes if name != control_plane)]
+    endpoint_hosts = None
+    if cluster["u7s_control_plane_endpoint"]:
+        endpoint = cluster["u7s_control_plane_endpoint"]
+    elif several:
+        # No site name: every node and the controller resolve this one to all control planes.
+        endpoint = "%s:%d" % (cluster["u7s_control_plane_endpoint_name"], cluster["u7s_port_apiserver"])
+        endpoint_hosts = {"name": cluster["u7s_control_plane_endpoint_name"],
+                          "addresses": [address for address in control_plane_addresses if address]}
+    else:
+        endpoint = ("%s:%d" % (control_plane_addresses[0], cluster["u7s_port_apiserver"])
+                    if control_plane_addresses[0] else None)
+    recorded = {setting: cluster[setting] for setting in RECORDED_SETTINGS}
+    if several:
+        # Only with several control planes, so that a single control plane's record stays as it was.
+        recorded["api_endpoint"] = endpoint
+    if purpose not in ("reset", "registry"):
+        _check_control_plane_mode(hosts, control_planes, endpoint, problems)
+        if problems.items:
+            return {"problems": problems.items, "settings": _shown(cluster), "control_plane": control_plane,
+                    "hosts": {}}
     return {"problems": [], "settings": _shown(cluster), "control_plane": control_plane, "api_endpoint": endpoint,
+            "control_planes": control_planes, "control_plane_addresses": control_plane_addresses,
+            # None and "" with one control plane, or a site endpoint: nothing resolves a name of ours.
+            "endpoint_hosts": endpoint_hosts,
+            "controller_hosts_file": cluster["u7s_controller_hosts_file"] if endpoint_hosts else "",
             "hosts": planned, "host_addresses": sorted(set(addresses.values()), key=ipaddress.ip_address),
-            "apiserver_sources": sources, "recorded_settings": {setting: cluster[setting] for setting in RECORDED_SETTINGS},
-            "registry": registry}
+            "apiserver_sources": sources, "recorded_settings": recorded, "registry": registry}
 
 
 def _shown(cluster: Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -675,24 +718,88 @@ def _check_cluster_values(cluster: Mapping[str, t.Any], problems: _Problems) -> 
                          % (setting, cluster[setting], setting))
 
 
-def _check_control_plane(model: ClusterInput, group: str, names: Sequence[str], problems: _Problems) -> str | None:
-    """The control-plane host, or None (with a problem)."""
+def _check_control_plane(model: ClusterInput, group: str, names: Sequence[str], problems: _Problems) -> list[str] | None:
+    """The control-plane hosts in inventory order (the first runs `kubeadm init`), or None (with a problem)."""
     members = model.groups.get(group)
     if members is None:
-        problems.add("The inventory has no group %s (u7s_control_plane_group), whose one host runs `kubeadm init`. "
-                     "Fix: add a group %s holding one host of %s." % (group, group, model.cluster_group))
+        problems.add("The inventory has no group %s (u7s_control_plane_group), whose first host runs `kubeadm init`. "
+                     "Fix: add a group %s holding one (or 3, or 5) hosts of %s." % (group, group, model.cluster_group))
         return None
-    if len(members) != 1:
-        problems.add("The group %s (u7s_control_plane_group) must hold exactly one host, but holds %d%s: one host "
-                     "runs `kubeadm init`, and more control-plane hosts are not supported yet. Fix: keep one host in "
-                     "%s and move the others to workers." % (
-                         group, len(members), " (%s)" % describe_hosts(members) if members else "", group))
+    found = count_problem(group, list(members))
+    if found:
+        problems.add(found)
         return None
-    if members[0] not in set(names):
-        problems.add("The control-plane host %s (group %s) is not in %s (u7s_cluster_group). Fix: make %s a child "
-                     "group of %s." % (members[0], group, model.cluster_group, group, model.cluster_group))
+    known = set(names)
+    outside = [member for member in members if member not in known]
+    if outside:
+        problems.add("The control-plane %s (group %s) %s not in %s (u7s_cluster_group). Fix: make %s a child "
+                     "group of %s." % (describe_hosts(outside), group, "is" if len(outside) == 1 else "are",
+                                       model.cluster_group, group, model.cluster_group))
         return None
-    return members[0]
+    return list(members)
+
+
+def _check_several_control_planes(cluster: Mapping[str, t.Any], group: str, problems: _Problems) -> None:
+    """What several control planes need of the settings: kubeadm's etcd ports, an endpoint name."""
+    for setting, port in KUBEADM_ETCD_PORTS.items():
+        if cluster[setting] != port:
+            problems.add("%s is %d, but with several control planes (group %s) it must be %d: kubeadm joins a "
+                         "control plane's etcd member by that fixed port. Fix: set %s to %d (another user's cluster on "
+                         "the same hosts needs one control plane, or other hosts)."
+                         % (setting, cluster[setting], group, port, setting, port))
+    if not cluster["u7s_control_plane_endpoint"]:
+        found = endpoint_name_problem(cluster["u7s_control_plane_endpoint_name"])
+        if found:
+            problems.add(found)
+        hosts_file = cluster["u7s_controller_hosts_file"]
+        if hosts_file and not str(hosts_file).startswith("/"):
+            problems.add("u7s_controller_hosts_file %r is not an absolute path: the controller would write the "
+                         "endpoint's block to a file relative to where ansible-playbook runs. Fix: set it to /etc/hosts "
+                         "(the default), or to \"\" and resolve %s on the controller yourself."
+                         % (hosts_file, cluster["u7s_control_plane_endpoint_name"]))
+
+
+def _check_control_plane_mode(hosts: Sequence[Mapping[str, t.Any]], control_planes: Sequence[str],
+                              endpoint: str | None, problems: _Problems) -> None:
+    """Running nodes whose cluster had another shape: one control plane grown to several, or back.
+
+    A node created with one control plane records no "api_endpoint" (its etcd member and the
+    cluster's endpoint are bound to the node container's own address); one created with several
+    records the endpoint every node and certificate names.
+    """
+    several = len(control_planes) > 1
+    single_grown: list[str] = []
+    shrunk: list[str] = []
+    moved: list[str] = []
+    for host in hosts:
+        recorded = host.get("recorded_settings")
+        if not isinstance(recorded, Mapping):
+            continue
+        was = recorded.get("api_endpoint")
+        if several and was is None:
+            single_grown.append(host["name"])
+        elif not several and was is not None:
+            shrunk.append(host["name"])
+        elif several and endpoint is not None and was != endpoint:
+            moved.append(host["name"])
+    if single_grown:
+        problems.add(
+            "The inventory holds %d control planes, but the nodes on %s run a cluster created with one: its etcd "
+            "member and API endpoint are bound to the first node container's own address, and growing it in place is "
+            "not supported. Fix: keep one host in %s (the others as workers), or build a new cluster with several "
+            "control planes (playbooks/reset.yml, then site.yml; back up etcd first)."
+            % (len(control_planes), describe_hosts(single_grown), "the control-plane group"))
+    if shrunk:
+        problems.add(
+            "The inventory holds one control plane, but the nodes on %s run a cluster created with several; their "
+            "endpoint and etcd members stay. Fix: put the control-plane hosts back in the control-plane group (to "
+            "remove one, use playbooks/remove-node.yml and add another in its place)." % describe_hosts(shrunk))
+    if moved:
+        problems.add(
+            "The API endpoint is now %s, but the nodes on %s were created with another (u7s_control_plane_endpoint, "
+            "u7s_control_plane_endpoint_name or u7s_port_apiserver changed); certificates and kubeconfigs name the "
+            "old one. Fix: set those settings back to what the nodes' ~/.local/state/u7s/node.json records as "
+            "api_endpoint." % (endpoint, describe_hosts(moved)))
 
 
 def _host_address(host: Mapping[str, t.Any], values: Mapping[str, t.Any], problems: _Problems) -> str | None:
@@ -805,10 +912,15 @@ def _prefix_for(count: int) -> int:
     return prefix
 
 
-def _node_ports(name: str, control_plane: str | None) -> list[tuple[str, str]]:
-    """The node ports (setting, protocol) host ``name`` publishes."""
-    return [(setting, protocol) for setting, protocol in NODE_PORTS
-            if NODE_PORT_HOSTS[setting] == "all" or (NODE_PORT_HOSTS[setting] == "control_plane" and name == control_plane)]
+def _node_ports(name: str, control_planes: t.Collection[str]) -> list[tuple[str, str]]:
+    """The node ports (setting, protocol) host ``name`` publishes (``control_planes``: a set, or a short list)."""
+    published = []
+    for setting, protocol in NODE_PORTS:
+        hosts = NODE_PORT_HOSTS[setting]
+        if (hosts == "all" or (hosts == "control_plane" and name in control_planes)
+                or (hosts == "several_control_planes" and len(control_planes) > 1 and name in control_planes)):
+            published.append((setting, protocol))
+    return published
 
 
 def _publish_address(host: Mapping[str, t.Any], values: Mapping[str, t.Any], addresses: Mapping[str, str],
@@ -852,14 +964,14 @@ def _port_problems(
     resolved: Mapping[str, Mapping[str, t.Any]],
     addresses: Mapping[str, str],
     extra: Mapping[str, list[tuple[str, int, str]]],
-    control_plane: str | None,
+    control_planes: t.Collection[str],
     registry: Mapping[str, t.Any] | None = None,
 ) -> list[str]:
     records = []
     protocols = dict(NODE_PORTS)
     for host in hosts:
         name = host["name"]
-        ports: dict[str, t.Any] = {setting: resolved[name][setting] for setting, _protocol in _node_ports(name, control_plane)}
+        ports: dict[str, t.Any] = {setting: resolved[name][setting] for setting, _protocol in _node_ports(name, control_planes)}
         if registry is not None and registry["host"] == name:
             # The fleet registry listens on the host's addresses too (every one: its port is bound to all).
             ports["u7s_registry_port"] = registry["port"]

@@ -21,7 +21,13 @@ import re
 import typing as t
 from collections.abc import Mapping, Sequence
 
-SOURCES = ("cluster", "apiserver")
+SOURCES = ("cluster", "apiserver", "control_planes")
+# What each source class's drop rule says it refused.
+_NOT_FROM = {
+    "cluster": "the cluster's hosts",
+    "apiserver": "the API server's sources",
+    "control_planes": "the control planes",
+}
 PROTOCOLS = ("tcp", "udp")
 # nftables identifiers: letters, digits, underscore; the user name is folded into one.
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
@@ -65,12 +71,16 @@ def nft_ruleset(
     ports: Sequence[Mapping[str, t.Any]],
     cluster_sources: Sequence[t.Any],
     apiserver_sources: Sequence[t.Any] = (),
+    control_plane_sources: Sequence[t.Any] = (),
 ) -> str:
     """The nft file for ``user``'s cluster on one host.
 
     ``ports``: the node ports the host publishes, each ``{port, protocol, sources}``
-    with sources ``cluster`` (the inventory's host addresses) or ``apiserver``
-    (those and ``apiserver_sources``: the controller, admin networks).
+    with sources ``cluster`` (the inventory's host addresses), ``apiserver``
+    (those and ``apiserver_sources``: the controller, admin networks) or
+    ``control_planes`` (``control_plane_sources``: the control-plane hosts'
+    addresses, for etcd). The sets of a source class no port uses are left out,
+    so a file without ``control_planes`` ports is what it was before that class.
     """
     if not isinstance(user, str) or not user:
         raise FirewallError("The cluster user must be a non-empty string, got %r." % (user,))
@@ -78,7 +88,8 @@ def nft_ruleset(
         raise FirewallError("The ports must be a list of {port, protocol, sources}, got %s." % type(ports).__name__)
     cluster = _networks(cluster_sources, "The cluster's host addresses")
     apiserver = _networks(list(cluster_sources) + list(apiserver_sources), "The API server's sources")
-    allowed = {"cluster": cluster, "apiserver": apiserver}
+    allowed = {"cluster": cluster, "apiserver": apiserver,
+               "control_planes": _networks(control_plane_sources, "The control planes' addresses")}
 
     rules = []
     for index, port in enumerate(ports):
@@ -95,8 +106,7 @@ def nft_ruleset(
             "\t\t%s dport %d ip saddr @%s_v4 accept" % (protocol, number, sources),
             "\t\t%s dport %d ip6 saddr @%s_v6 accept" % (protocol, number, sources),
             # Counted, so a test (or an operator) can see what was refused.
-            "\t\t%s dport %d counter drop comment \"not from %s\"" % (
-                protocol, number, "the cluster's hosts" if sources == "cluster" else "the API server's sources"),
+            "\t\t%s dport %d counter drop comment \"not from %s\"" % (protocol, number, _NOT_FROM[sources]),
         ]
 
     table = table_name(user)
@@ -107,7 +117,10 @@ def nft_ruleset(
         "delete table inet %s" % table,
         "table inet %s {" % table,
     ]
+    used = {port["sources"] for port in ports}
     for kind in SOURCES:
+        if kind == "control_planes" and kind not in used:
+            continue
         lines += _set("%s_v4" % kind, "ipv4_addr", allowed[kind][0])
         lines += _set("%s_v6" % kind, "ipv6_addr", allowed[kind][1])
     lines += [

@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import re
 import typing as t
+
+# A DNS host name: labels of letters, digits and '-' (not at either end), 1 to 63 long, joined by dots.
+# Used with fullmatch.
+HOST_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*")
 
 
 def is_empty(value: t.Any) -> bool:

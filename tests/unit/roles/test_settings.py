@@ -407,7 +407,7 @@ KUBECONFIG_TASKS = [
      "kubernetes.core.k8s_info", "kubeconfig"),
     ("kubeadm", "static-pods-back.yml", "Wait for every node to be Ready (the controller's kubeconfig)",
      "kubernetes.core.k8s_info", "kubeconfig"),
-    ("kubeadm", "kubeconfig.yml", "Write the controller's kubeconfig (the API server by the host address)",
+    ("kubeadm", "kubeconfig.yml", "Write the controller's kubeconfig (the API server by the control-plane endpoint)",
      "ansible.builtin.copy", "dest"),
     ("kubeadm", "certs.yml", "Check that the controller's kubeconfig reaches the renewed API server",
      "kubernetes.core.k8s_info", "kubeconfig"),
@@ -418,6 +418,9 @@ KUBECONFIG_TASKS = [
     ("kubeadm", "uncordon.yml", "Forget that the upgrade drained it", "kubernetes.core.k8s", "kubeconfig"),
     ("kubeadm", "uncordon.yml", "Wait for the pods on the node", "kubernetes.core.k8s_info", "kubeconfig"),
     ("kubeadm", "remove.yml", "Ask the API for the node", "kubernetes.core.k8s_info", "kubeconfig"),
+    ("kubeadm", "control-planes.yml", "Find the uploaded certificates", "kubernetes.core.k8s_info", "kubeconfig"),
+    ("kubeadm", "control-planes.yml", "Delete the uploaded certificates and the token that owns them",
+     "kubernetes.core.k8s", "kubeconfig"),
     ("kubeadm", "remove.yml", "Delete the Node", "kubernetes.core.k8s", "kubeconfig"),
     ("kubeadm", "reset.yml", "Remove the controller's kubeconfig with the control plane", "ansible.builtin.file", "path"),
 ]
