@@ -111,6 +111,28 @@ def test_nerdctl_runs_rootless_containerd_as_the_user(host, engine, as_user, clu
     assert not host.service("containerd.service").is_running
 
 
+def test_nerdctl_node_runs_with_bypass4netns(host, engine, as_user, hostvars):
+    """u7s_bypass4netns auto: on with nerdctl on Linux >= 5.9 (role bypass4netns, the node's annotations)."""
+    if engine != "nerdctl":
+        pytest.skip("bypass4netns is nerdctl's")
+    release = host.check_output("uname -r")
+    if tuple(int(part) for part in release.split(".")[:2]) < (5, 9) or hostvars.get("u7s_bypass4netns") in (False, "false"):
+        pytest.skip(f"bypass4netns is off here (kernel {release})")
+    for check in ("is-active", "is-enabled"):
+        state = as_user(f"systemctl --user {check} bypass4netnsd.service")
+        assert state.stdout.strip() in ("active", "enabled"), state.stderr
+    assert as_user("test -S $XDG_RUNTIME_DIR/bypass4netnsd.sock").rc == 0
+    native = as_user("nerdctl container inspect --mode=native u7s-node")
+    assert native.rc == 0, native.stderr
+    annotations = json.loads(native.stdout)[0]["Spec"]["annotations"]
+    assert annotations["nerdctl/bypass4netns"] == "true"
+    assert annotations["nerdctl/bypass4netns-ignore-bind"] == "true"
+    ignored = json.loads(annotations["nerdctl/bypass4netns-ignore-subnets"])
+    assert {"127.0.0.0/8", "10.244.0.0/16", "10.96.0.0/16"} <= set(ignored)
+    # The daemon started a bypass4netns for the node (its own child, as the cluster user).
+    assert host.run("pgrep -u %s -x bypass4netns" % hostvars.get("u7s_user", "u7s")).rc == 0
+
+
 def test_published_port_reachable_from_the_other_host(host, engine, as_user, hostvars, other_host):
     # An image imported offline from busybox, run by the user's rootless engine.
     started = as_user(

@@ -109,6 +109,8 @@ class ActionModule(ActionBase):
                 "ansible_host": host_vars.get("ansible_host") if "ansible_host" in host_vars else None,
                 "default_ipv4": default_ipv4.get("address"),
                 "all_ipv4": facts.get("all_ipv4_addresses"),
+                # The running kernel's release (u7s_bypass4netns needs 5.9); None without facts.
+                "kernel": facts.get("kernel"),
                 "recorded_subnet": recorded_subnet,
                 "recorded_settings": recorded_settings,
                 "in_play": name in play_hosts,

@@ -28,6 +28,7 @@ nerdctl_container_action = _wrap(_nerdctl.container_action, "nerdctl_container_a
 nerdctl_network_action = _wrap(_nerdctl.network_action, "nerdctl_network_action")
 nerdctl_image_ids = _wrap(_nerdctl.image_ids, "nerdctl_image_ids")
 nerdctl_image_names = _wrap(_nerdctl.image_names, "nerdctl_image_names")
+nerdctl_bypass4netns_annotations = _wrap(_nerdctl.bypass4netns_annotations, "nerdctl_bypass4netns_annotations")
 
 
 class FilterModule:
@@ -41,4 +42,5 @@ class FilterModule:
             "nerdctl_network_action": nerdctl_network_action,
             "nerdctl_image_ids": nerdctl_image_ids,
             "nerdctl_image_names": nerdctl_image_names,
+            "nerdctl_bypass4netns_annotations": nerdctl_bypass4netns_annotations,
         }

@@ -23,6 +23,7 @@ Input, one record per host of the cluster group, in inventory order::
         "ansible_host": "192.0.2.10",         # or None
         "default_ipv4": "192.0.2.10",         # from gathered facts; None without facts
         "all_ipv4": ["192.0.2.10"],           # from gathered facts; None without facts
+        "kernel": "6.12.48+deb13-amd64",      # the kernel release, from gathered facts; None without facts
         "recorded_settings": {...},           # the settings its node runs with (RECORDED_SETTINGS); None unknown
         "recorded_subnet": "10.100.0.0/24",   # the host's existing node network; "" for none
                                               # known; None when unknown (a host outside the play)
@@ -43,6 +44,7 @@ from collections.abc import Mapping, Sequence
 
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.u7s.cluster.plugins.module_utils import bypass4netns
 from ansible_collections.u7s.cluster.plugins.module_utils.node_subnets import (
     MAX_PREFIX,
     MIN_PREFIX,
@@ -72,6 +74,7 @@ HOST_SETTINGS = frozenset({
     "u7s_node_name",
     "u7s_extra_ports",
     "u7s_publish_address",
+    "u7s_bypass4netns",
 })
 # Read on the controller only (templated per host by Ansible); never compared.
 CONTROLLER_SETTINGS = frozenset({"u7s_kubeconfig"})
@@ -484,8 +487,9 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
     if control_planes and len(control_planes) > 1:
         _check_several_control_planes(cluster, cluster["u7s_control_plane_group"], problems)
 
-    # Per host: user, engine, node name, address, extra ports.
+    # Per host: user, engine, bypass4netns, node name, address, extra ports.
     node_names: dict[str, list[str]] = {}
+    bypass: dict[str, bool] = {}
     addresses: dict[str, str] = {}
     extra: dict[str, list[tuple[str, int, str]]] = {}
     checked_users: dict[str, str | None] = {}
@@ -501,6 +505,10 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
         if values["u7s_engine"] in ENGINES_NOT_YET:
             problems.add("Host %s: u7s_engine=%s is not supported yet (%s). Fix: set u7s_engine to docker or podman."
                          % (name, values["u7s_engine"], ENGINES_NOT_YET[values["u7s_engine"]]))
+        accelerated = bypass4netns.decide(name, values["u7s_bypass4netns"], values["u7s_engine"], host.get("kernel"))
+        if accelerated.refusal:
+            problems.add(accelerated.refusal)
+        bypass[name] = accelerated.enabled
         node_name = values["u7s_node_name"] or default_node_name(name)
         if not DNS_LABEL.fullmatch(node_name):
             source = "u7s_node_name %s" % node_name if values["u7s_node_name"] else (
@@ -572,6 +580,11 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
     if problems.items:
         return {"problems": problems.items, "settings": _shown(cluster), "control_plane": control_plane, "hosts": {}}
 
+    # bypass4netns leaves the cluster's own networks to the nodes' namespaces: the pool every node
+    # network comes from and any node subnet set outside it (the same list on every host).
+    bypass_ignored = bypass4netns.ignore_subnets(
+        cluster["u7s_pod_cidr"], cluster["u7s_service_cidr"],
+        [cluster["u7s_node_subnet_pool"], *(str(network.subnet) for network in plan.values())])
     planned = {}
     for host in hosts:
         name = host["name"]
@@ -584,6 +597,8 @@ def plan_cluster(model: ClusterInput, hosts: Sequence[Mapping[str, t.Any]], purp
             "user": values["u7s_user"],
             "engine": values["u7s_engine"],
             "allow_cgroup_v1": values["u7s_allow_cgroup_v1"],
+            "bypass4netns": bypass[name],
+            "bypass4netns_ignore_subnets": bypass_ignored,
             "node_name": values["u7s_node_name"] or default_node_name(name),
             "host_address": addresses.get(name),
             "subnet": str(network.subnet),

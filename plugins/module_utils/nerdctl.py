@@ -8,8 +8,8 @@ one; nerdctl has none. The roles run ``nerdctl`` with ansible.builtin.command in
 decide with these functions (through the filters in plugins/filter/nerdctl.py):
 
 - ``run_argv(spec)``: the ``nerdctl run`` argument list for a container spec (the same
-  fields the Docker and Podman task files give their modules), with a label that carries
-  a hash of the spec;
+  fields the Docker and Podman task files give their modules, and nerdctl's annotations),
+  with a label that carries a hash of the spec;
 - ``container_action(inspect, spec, image_id)``: from ``nerdctl container inspect``'s JSON,
   "create", "recreate" (the spec or the image changed), "start" (it exists as wanted but
   does not run) or "none";
@@ -23,12 +23,14 @@ import hashlib
 import json
 import typing as t
 
+from ansible_collections.u7s.cluster.plugins.module_utils import bypass4netns as _bypass4netns
+
 SPEC_LABEL = "u7s.cluster/spec"
 # nerdctl's inspect names the image a container runs by the reference it was given, not
 # by ID; the ID it was created from is kept in this label instead.
 IMAGE_LABEL = "u7s.cluster/image"
 SPEC_KEYS = ("name", "image", "hostname", "privileged", "restart", "network", "ip", "publish", "volumes",
-             "tmpfs", "cgroupns", "sysctls", "env")
+             "tmpfs", "cgroupns", "sysctls", "env", "annotations")
 
 
 class SpecError(ValueError):
@@ -62,6 +64,8 @@ def normalize_spec(spec: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         "cgroupns": str(spec.get("cgroupns") or ""),
         "sysctls": {str(k): str(v) for k, v in sorted((spec.get("sysctls") or {}).items())},
         "env": {str(k): str(v) for k, v in sorted((spec.get("env") or {}).items())},
+        # OCI annotations (nerdctl run --annotation): bypass4netns's, read by nerdctl's OCI hooks.
+        "annotations": {str(k): str(v) for k, v in sorted((spec.get("annotations") or {}).items())},
     }
     if out["ip"] and not out["network"]:
         raise SpecError("a fixed ip needs a network")
@@ -70,12 +74,22 @@ def normalize_spec(spec: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
             raise SpecError("environment variable name %r is not one" % key)
         if "\n" in value:
             raise SpecError("environment variable %s holds a newline" % key)
+    for key in out["annotations"]:
+        if "=" in key or not key:
+            raise SpecError("annotation name %r is not one" % key)
     return out
 
 
 def spec_hash(spec: t.Mapping[str, t.Any]) -> str:
-    """A hash of the normalized spec (the image by name: its ID is compared on its own)."""
-    blob = json.dumps(normalize_spec(spec), sort_keys=True, separators=(",", ":"))
+    """A hash of the normalized spec (the image by name: its ID is compared on its own).
+
+    A spec without annotations hashes as before they were a field, so nodes created then are not
+    recreated for it.
+    """
+    normalized = normalize_spec(spec)
+    if not normalized["annotations"]:
+        del normalized["annotations"]
+    blob = json.dumps(normalized, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -106,8 +120,15 @@ def run_argv(spec: t.Mapping[str, t.Any], image_id: str = "", cli: str = "nerdct
         argv += ["--sysctl", "%s=%s" % (key, value)]
     for key, value in s["env"].items():
         argv += ["--env", "%s=%s" % (key, value)]
+    for key, value in s["annotations"].items():
+        argv += ["--annotation", "%s=%s" % (key, value)]
     argv.append(s["image"])
     return argv
+
+
+def bypass4netns_annotations(ignore_subnets: t.Sequence[str]) -> dict[str, str]:
+    """The annotations that make nerdctl run a container with bypass4netns, IGNORE_SUBNETS left alone."""
+    return _bypass4netns.annotations(ignore_subnets)
 
 
 def _first(inspect: t.Any) -> t.Optional[t.Mapping[str, t.Any]]:

@@ -17,7 +17,8 @@ description:
     settings that must be the same on every host; the Kubernetes version, DNS domain and API endpoint; the pod and
     service networks (IPv4, sizes kubeadm accepts, apart from each other and from the hosts' addresses); user names;
     unique Kubernetes node names; host addresses (one of the host's, where facts were gathered); extra ports;
-    ports that collide on a host or an address; node subnets (planned without collisions, an existing node's kept)."
+    ports that collide on a host or an address; node subnets (planned without collisions, an existing node's kept);
+    C(u7s_bypass4netns) true on a host without nerdctl or with a kernel older than 5.9 (from its facts)."
   - Returns the plan every role reads; the cost is linear in the number of hosts (n log n for the subnet plan).
   - An action that runs on the controller, once (C(run_once)), in a role that depends on u7s.cluster.settings;
     a host's recorded node subnet is read from its C(settings_node_state) variable (a C(slurp) of its node state file).
@@ -156,8 +157,21 @@ hosts:
     allow_cgroup_v1:
       description: Whether the host may run cgroup v1.
       type: bool
+    bypass4netns:
+      description:
+        - Whether the node runs with bypass4netns (C(u7s_bypass4netns); V(auto) is true with nerdctl on a kernel the
+          host's facts report as Linux 5.9 or later).
+      type: bool
+    bypass4netns_ignore_subnets:
+      description:
+        - The networks bypass4netns leaves to the node's own network namespace - loopback, the pod and service
+          networks, the node subnet pool and any node subnet outside it - sorted and merged; the same on every host.
+      type: list
+      elements: str
   sample: {"node1": {"node_name": "u7s-node1", "host_address": "192.0.2.10", "subnet": "10.100.0.0/24",
            "gateway": "10.100.0.1", "node_ip": "10.100.0.2", "subnet_source": "allocated",
            "published_ports": [{"port": 6443, "protocol": "tcp"}], "port_names": {"6443/tcp": "u7s_port_apiserver"},
-           "user": "u7s", "engine": "docker", "allow_cgroup_v1": false}}
+           "user": "u7s", "engine": "docker", "allow_cgroup_v1": false, "bypass4netns": false,
+           "bypass4netns_ignore_subnets": ["10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8",
+                                           "::1/128"]}}
 """

@@ -31,6 +31,8 @@ CLUSTER_GROUP = "u7s_cluster"
 CONTROL_PLANE_GROUP = "control_plane"
 # The hosts of a small inventory, and the addresses their default routes have.
 HOSTS = ("host1", "host2")
+# The kernel release the hosts' facts report (Debian 13's).
+KERNEL = "6.12.48+deb13-amd64"
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,6 +73,7 @@ def host_record(
     all_ipv4: t.Sequence[str] | None = None,
     recorded: str | None = None,
     facts: bool = True,
+    kernel: str = KERNEL,
 ) -> dict[str, t.Any]:
     """One host as the action describes it: its settings (defaults under host_vars), renamed variables, facts."""
     host_vars = host_vars or {}
@@ -86,6 +89,7 @@ def host_record(
         "ansible_host": host_vars.get("ansible_host"),
         "default_ipv4": address if facts else None,
         "all_ipv4": (list(all_ipv4) if all_ipv4 is not None else [address] if address else []) if facts else None,
+        "kernel": kernel if facts else None,
         "recorded_subnet": recorded,
     }
 

@@ -39,7 +39,8 @@ LIFECYCLE_SETTINGS = {"u7s_reset_hosts": False, "u7s_reset_node_image": False, "
                       "u7s_drain_timeout": 300}
 # playbooks/reset.yml's order: the reverse of the bring-up.
 RESET_SEQUENCE = [("u7s.cluster.kubeadm", "reset"), ("u7s.cluster.node", "reset"), ("u7s.cluster.node_image", "reset"),
-                  ("u7s.cluster.firewall", "reset"), ("u7s.cluster.rootless_runtime", "reset"),
+                  ("u7s.cluster.firewall", "reset"), ("u7s.cluster.bypass4netns", "reset"),
+                  ("u7s.cluster.rootless_runtime", "reset"),
                   ("u7s.cluster.host_prereqs", "reset")]
 ENGINES = ("docker", "podman", "nerdctl")
 

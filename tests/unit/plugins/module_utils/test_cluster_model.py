@@ -317,7 +317,7 @@ def test_per_host_settings_may_differ() -> None:
     per_host = {
         "u7s_user": "kube", "u7s_engine": "podman", "u7s_allow_cgroup_v1": True, "u7s_host_ip": "192.0.2.12",
         "u7s_node_subnet": "10.100.9.0/24", "u7s_node_name": "worker", "u7s_extra_ports": [{"port": 30080}],
-        "u7s_publish_address": "0.0.0.0",
+        "u7s_publish_address": "0.0.0.0", "u7s_bypass4netns": "false",
     }
     assert set(per_host) == set(HOST_SETTINGS)
     result = planned(host_vars={"host2": per_host})
@@ -393,6 +393,9 @@ def test_plan_of_each_node() -> None:
     result = planned(names=THREE, host_vars={"host3": {"u7s_extra_ports": [{"port": 30080}, {"port": 30053, "protocol": "udp"}]}})
     assert result["hosts"]["host1"] == {
         "user": "u7s", "engine": "docker", "allow_cgroup_v1": False, "node_name": "u7s-host1",
+        # Docker: u7s_bypass4netns auto is off; the list is the cluster's, sorted and merged.
+        "bypass4netns": False,
+        "bypass4netns_ignore_subnets": ["10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "::1/128"],
         "host_address": "192.0.2.11", "subnet": "10.100.0.0/24", "gateway": "10.100.0.1", "node_ip": "10.100.0.2",
         "subnet_source": "allocated",
         "running_version": None,
@@ -584,3 +587,56 @@ def test_recorded_settings_compare_by_value_whatever_the_class() -> None:
               "u7s_dns_domain": TaggedStr(recorded["u7s_dns_domain"])}
     result = planned(group_vars=tagged, edit=on_hosts("host1", "host2", recorded_settings=dict(recorded)))
     assert result["problems"] == []
+
+
+# --- bypass4netns (u7s_bypass4netns, per host) -------------------------------------------------------------
+
+def test_bypass4netns_is_on_by_default_only_for_nerdctl_on_a_recent_kernel() -> None:
+    result = planned(names=THREE, host_vars={"host1": {"u7s_engine": "nerdctl"}, "host2": {"u7s_engine": "nerdctl"}},
+                     edit=on_hosts("host2", kernel="5.4.0-216-generic"))
+    assert result["problems"] == []
+    assert {name: node["bypass4netns"] for name, node in result["hosts"].items()} == {
+        "host1": True, "host2": False, "host3": False}
+
+
+@pytest.mark.parametrize(("engine", "kernel", "says"), [
+    ("docker", "6.12.48+deb13-amd64", "but its u7s_engine is docker"),
+    ("podman", "6.12.48+deb13-amd64", "but its u7s_engine is podman"),
+    ("nerdctl", "5.4.0-216-generic", "but the host runs Linux 5.4.0-216-generic"),
+])
+def test_bypass4netns_true_is_refused_before_any_change(engine, kernel, says) -> None:
+    """The settings check (playbooks/hosts.yml's first play) fails with every problem, naming host, variable and fix."""
+    result = planned(host_vars={"host2": {"u7s_engine": engine, "u7s_bypass4netns": True}},
+                     edit=on_hosts("host2", kernel=kernel))
+    (problem,) = result["problems"]
+    assert problem.startswith("Host host2: u7s_bypass4netns is true, " + says)
+    assert " Fix: " in problem and "host2" in problem.split(" Fix: ")[1]
+    assert result["hosts"] == {}
+
+
+@pytest.mark.parametrize("value", [True, "true", "True"])
+def test_bypass4netns_true_may_be_written_as_yaml_or_text(value) -> None:
+    result = planned({"u7s_engine": "nerdctl", "u7s_bypass4netns": value})
+    assert result["problems"] == []
+    assert all(node["bypass4netns"] for node in result["hosts"].values())
+
+
+@pytest.mark.parametrize("value", ["yes", "on", 1, "enabled"])
+def test_bypass4netns_of_another_value_is_refused(value) -> None:
+    (problem,) = planned({"u7s_bypass4netns": value})["problems"]
+    assert "u7s_bypass4netns" in problem and "Fix: correct u7s_bypass4netns" in problem
+
+
+def test_bypass4netns_may_differ_between_hosts_and_false_turns_it_off() -> None:
+    result = planned({"u7s_engine": "nerdctl"}, host_vars={"host2": {"u7s_bypass4netns": False}})
+    assert result["problems"] == []
+    assert [node["bypass4netns"] for node in result["hosts"].values()] == [True, False]
+
+
+def test_bypass4netns_leaves_every_node_network_to_the_node() -> None:
+    """The pool, and a node subnet set outside it, with the pod and service networks and loopback."""
+    result = planned({"u7s_engine": "nerdctl"}, host_vars={"host2": {"u7s_node_subnet": "172.31.9.0/24"}})
+    assert result["problems"] == []
+    for node in result["hosts"].values():
+        assert node["bypass4netns_ignore_subnets"] == [
+            "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "172.31.9.0/24", "::1/128"]

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -149,3 +150,38 @@ def test_image_names():
     ]) + "\n"
     assert nerdctl.image_names(listing) == ["localhost/u7s/node:v1.36.4"]
     assert nerdctl.image_names("") == []
+
+
+# --- annotations (bypass4netns) ---------------------------------------------------------------------------
+
+ANNOTATED = {**SPEC, "annotations": nerdctl.bypass4netns_annotations(["10.96.0.0/16", "10.244.0.0/16"])}
+
+
+def test_annotations_are_passed_to_nerdctl_run():
+    argv = nerdctl.run_argv(ANNOTATED, IMAGE_ID)
+    pairs = [argv[i:i + 2] for i in range(len(argv) - 1) if argv[i] == "--annotation"]
+    assert pairs == [["--annotation", "nerdctl/bypass4netns=true"],
+                     ["--annotation", "nerdctl/bypass4netns-ignore-bind=true"],
+                     ["--annotation", 'nerdctl/bypass4netns-ignore-subnets=["10.96.0.0/16","10.244.0.0/16"]']]
+    assert argv[-1] == SPEC["image"]
+
+
+def test_a_spec_without_annotations_keeps_the_hash_it_had_before_they_were_a_field():
+    """Nodes created before annotations were a spec field are not recreated for it."""
+    before = {key: value for key, value in nerdctl.normalize_spec(SPEC).items() if key != "annotations"}
+    old_hash = hashlib.sha256(json.dumps(before, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert nerdctl.spec_hash(SPEC) == nerdctl.spec_hash({**SPEC, "annotations": {}}) == old_hash
+
+
+def test_turning_bypass4netns_on_or_off_recreates_the_container():
+    assert nerdctl.container_action(inspect(SPEC), ANNOTATED, IMAGE_ID) == "recreate"
+    assert nerdctl.container_action(inspect(ANNOTATED), SPEC, IMAGE_ID) == "recreate"
+    assert nerdctl.container_action(inspect(ANNOTATED), ANNOTATED, IMAGE_ID) == "none"
+    other = {**SPEC, "annotations": nerdctl.bypass4netns_annotations(["10.96.0.0/16"])}
+    assert nerdctl.container_action(inspect(ANNOTATED), other, IMAGE_ID) == "recreate"
+
+
+@pytest.mark.parametrize("name", ["", "a=b"])
+def test_an_annotation_without_a_name_is_refused(name):
+    with pytest.raises(nerdctl.SpecError):
+        nerdctl.run_argv({**SPEC, "annotations": {name: "x"}})
