@@ -10,6 +10,8 @@
 #   - flannel (ghcr.io/flannel-io/flannel:<FLANNEL_VERSION>) and the flannel CNI
 #     plugin image (<LOCAL_REPO>/flannel-cni-plugin:<FLANNEL_CNI_VERSION>),
 #   - <LOCAL_REPO>/busybox:<Debian busybox-static version> for test workloads,
+#   - <LOCAL_REPO>/iperf3:<Debian iperf3 version> for the network benchmark
+#     (bench/network.sh),
 #   - <LOCAL_REPO>/node-base:<K8S_VERSION>, a kindest/node-compatible node image
 #     (Debian, systemd, containerd) carrying all of the above in /kind/images.
 # Every image is saved (docker save | zstd) into
@@ -248,6 +250,7 @@ build_small_rootfs() {
   small_rootfs kube-proxy closure "$SRC/packages/kube-proxy.list" "$nf"
   small_rootfs flannel closure "$SRC/packages/flannel.list" "$nf"
   small_rootfs busybox closure "$SRC/packages/busybox.list"
+  small_rootfs iperf3 closure "$SRC/packages/iperf3.list"
 }
 
 # ---------------------------------------------------------------- images
@@ -319,6 +322,10 @@ build_component_images() {
   c=$(context busybox "$SRC/busybox/Dockerfile" "$r/busybox.tar")
   docker_build "$BUSYBOX_IMAGE" "$c"
   add_image test "$BUSYBOX_IMAGE"
+
+  c=$(context iperf3 "$SRC/iperf3/Dockerfile" "$r/iperf3.tar")
+  docker_build "$IPERF3_IMAGE" "$c"
+  add_image test "$IPERF3_IMAGE"
 }
 
 # ---------------------------------------------------------------- node image
@@ -477,6 +484,9 @@ set_local_refs() {
   BUSYBOX_VERSION=$(candidate_version busybox-static)
   [[ -n $BUSYBOX_VERSION ]] || die "busybox-static not found in $DEBIAN_SUITE"
   BUSYBOX_IMAGE=$LOCAL_REPO/busybox:$(debian_version_tag "$BUSYBOX_VERSION")
+  IPERF3_VERSION=$(candidate_version iperf3)
+  [[ -n $IPERF3_VERSION ]] || die "iperf3 not found in $DEBIAN_SUITE"
+  IPERF3_IMAGE=$LOCAL_REPO/iperf3:$(debian_version_tag "$IPERF3_VERSION")
   NODE_IMAGE=$LOCAL_REPO/node-base:$K8S_VERSION
 }
 
@@ -499,11 +509,11 @@ write_manifest() {
   local o=$WORK/out
   jq -n --argjson schema "$MANIFEST_SCHEMA" --arg key "$KEY" --arg bundle "$BUNDLE_NAME" --arg arch "$ARCH" \
     --arg k8s "$K8S_VERSION" --arg suite "$DEBIAN_SUITE" --arg mirror "$DEBIAN_MIRROR" \
-    --arg busybox "$BUSYBOX_VERSION" --argjson node_debs "$NODE_DEB_VERSIONS" \
+    --arg busybox "$BUSYBOX_VERSION" --arg iperf3 "$IPERF3_VERSION" --argjson node_debs "$NODE_DEB_VERSIONS" \
     --arg zstd "zstd -$ZSTD_LEVEL --long=27" --arg built "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --slurpfile images "$WORK/images.json" --argjson timings "$(timings_json)" \
     '{schema: $schema, key: $key, bundle: $bundle, arch: $arch, k8s_version: $k8s,
-      debian: ({suite: $suite, mirror: $mirror, "busybox-static": $busybox} + $node_debs),
+      debian: ({suite: $suite, mirror: $mirror, "busybox-static": $busybox, iperf3: $iperf3} + $node_debs),
       compression: $zstd, load: "zstd -dc FILE | docker load",
       built_at: $built, images: $images,
       build_seconds: $timings}' \
@@ -622,9 +632,10 @@ cmd_list() {
     KUBEADM_IMAGES+=("registry.k8s.io/coredns/coredns:$COREDNS_VERSION" "registry.k8s.io/pause:$PAUSE_VERSION" "registry.k8s.io/etcd:$ETCD_IMAGE_TAG")
   fi
   apt_setup
-  [[ -n $(candidate_version busybox-static) ]] || apt_update
+  [[ -n $(candidate_version busybox-static) && -n $(candidate_version iperf3) ]] || apt_update
   set_local_refs
-  printf '%s\n' "${KUBEADM_IMAGES[@]}" "$FLANNEL_IMAGE" "$FLANNEL_CNI_IMAGE" "$BUSYBOX_IMAGE" "$NODE_IMAGE"
+  printf '%s\n' "${KUBEADM_IMAGES[@]}" "$FLANNEL_IMAGE" "$FLANNEL_CNI_IMAGE" "$BUSYBOX_IMAGE" "$IPERF3_IMAGE" \
+    "$NODE_IMAGE"
 }
 
 cmd_verify() {
