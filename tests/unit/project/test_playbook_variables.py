@@ -63,7 +63,7 @@ PLAYS = [(path.name, index, play) for path in sorted((REPO / "playbooks").glob("
          for index, play in enumerate(yaml.safe_load(path.read_text()) or []) if "hosts" in play]
 
 
-@pytest.mark.parametrize(("playbook", "index", "play"), PLAYS, ids=[f"{p}:{i}" for p, i, _ in PLAYS])
+@pytest.mark.parametrize(("playbook", "index", "play"), PLAYS, ids=[f"{entry[0]}:{entry[1]}" for entry in PLAYS])
 def test_a_play_names_only_the_defaults_it_imports(playbook, index, play):
     imported = set()
     for task in tasks_of(play):

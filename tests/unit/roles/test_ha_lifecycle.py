@@ -4,7 +4,7 @@
 """Several control planes: the kubeadm configurations rendered from the real templates (one control plane
 as before several control planes (fixtures/single-control-plane), three with the HA fields), and upgrade.yml's order of the control planes.
 
-The end-to-end check on the test bed: molecule/tests/test_zzzz_ha.py.
+The end-to-end check on the test bed: molecule/tests/test_zz_ha.py.
 """
 
 from __future__ import annotations
