@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import time
 import uuid
@@ -101,6 +102,20 @@ DOCKER_SCENARIO_ONLY = pytest.mark.skipif(
     reason="lifecycle bring-ups run in the default (Docker) scenario only; the podman scenario runs the upgrade")
 
 
+def control_plane_hosts() -> list[str]:
+    """The scenario's control-plane hosts (none outside molecule)."""
+    if "MOLECULE_INVENTORY_FILE" not in os.environ:
+        return []
+    from testinfra.utils.ansible_runner import AnsibleRunner  # pylint: disable=import-outside-toplevel
+    return AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("control_plane")
+
+
+# The HA checks (the ha scenario: 3 control planes and a worker).
+THREE_CONTROL_PLANES = pytest.mark.skipif(
+    len(control_plane_hosts()) != 3,
+    reason="needs an inventory with 3 control planes (the ha scenario; testbed: U7S_TESTBED_CONTROL_PLANES=3 and 4 hosts)")
+
+
 def pinned_version(file: str) -> str:
     """K8S_VERSION of artifacts/<file> (versions.env: the current pin; versions-previous.env: the one before)."""
     return re.search(r"^K8S_VERSION=(\S+)$", (REPO / "artifacts" / file).read_text(), re.M).group(1)
@@ -112,3 +127,71 @@ def scenario_kubernetes_version() -> str:
     runner = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
     return runner.get_variables(sorted(runner.get_hosts("u7s_cluster"))[0]).get(
         "u7s_kubernetes_version", pinned_version("versions.env"))
+
+
+# What hosts.yml writes on each host and a default reset keeps (u7s_reset_hosts=false).
+HOST_FILES_KEPT = ["/etc/systemd/system/user@.service.d/delegate.conf", "/etc/modules-load.d/u7s.conf",
+                   "/etc/sysctl.d/99-u7s.conf", "/var/lib/systemd/linger/{user}", "/var/lib/u7s/host_prereqs/{user}.json",
+                   "{home}/.config/systemd/user/docker.service"]
+# What the node, kubeadm and firewall roles write and every reset removes.
+NODE_FILES_GONE = ["{home}/.local/state/u7s/node.json", "{home}/.config/u7s/node", "{home}/.local/bin/kubectl",
+                   "/etc/u7s/firewall-{user}.nft", "/etc/systemd/system/u7s-firewall-{user}.service"]
+
+
+class Host:
+    """A test-bed host and its cluster user's engine (the scenario's engine: u7s_engine)."""
+
+    def __init__(self, inventory: str, name: str, variables: dict):
+        self.name = name
+        import testinfra  # pylint: disable=import-outside-toplevel
+        self.host = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
+        self.user = variables.get("u7s_user", "u7s")
+        self.engine = variables.get("u7s_engine", "docker")
+        self.home = self.host.user(self.user).home
+
+    def as_user(self, command: str):
+        uid = self.host.user(self.user).uid
+        env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
+        return self.host.run(f"sudo -H -u {self.user} env {env} sh -c {shlex.quote('cd ~ && ' + command)}")
+
+    def path(self, template: str) -> str:
+        return template.format(user=self.user, home=self.home)
+
+    def exists(self, path: str) -> bool:
+        return self.host.run(f"sudo test -e {shlex.quote(path)}").rc == 0
+
+    def names(self, what: str) -> list[str]:
+        """The names of the user's containers, volumes or networks, or the node images' references."""
+        commands = {"containers": f"{self.engine} ps -a --format '{{{{.Names}}}}'",
+                    "volumes": f"{self.engine} volume ls --format '{{{{.Name}}}}'",
+                    "networks": f"{self.engine} network ls --format '{{{{.Name}}}}'",
+                    "images": f"{self.engine} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"}
+        result = self.as_user(commands[what])
+        assert result.rc == 0, (self.name, what, result.stderr)
+        return sorted(line for line in result.stdout.split() if line)
+
+    def fingerprint(self) -> dict:
+        """What the roles leave on the host, as the reset checks it."""
+        return {
+            "node_objects": {"containers": [n for n in self.names("containers") if n.startswith("u7s-node")],
+                             "volumes": [n for n in self.names("volumes") if n.startswith("u7s-node")],
+                             "networks": [n for n in self.names("networks") if n == "u7s-node"]},
+            "images": [n for n in self.names("images") if n.startswith("localhost/u7s/node:")],
+            "kept": {path: self.exists(self.path(path)) for path in HOST_FILES_KEPT},
+            "gone": {path: self.exists(self.path(path)) for path in NODE_FILES_GONE},
+            "firewall_table": self.host.run(f"sudo nft list table inet u7s_{self.user}").rc == 0,
+            "subuid": self.host.run("cat /etc/subuid").stdout,
+            "subgid": self.host.run("cat /etc/subgid").stdout,
+            "engine_active": self.as_user(f"systemctl --user is-active {self.engine}").stdout.strip(),
+        }
+
+
+def assert_no_node_left(host: Host) -> None:
+    found = host.fingerprint()
+    assert found["node_objects"] == {"containers": [], "volumes": [], "networks": []}, (host.name, found["node_objects"])
+    assert not any(found["gone"].values()), (host.name, found["gone"])
+    assert not found["firewall_table"], host.name
+    # A default reset keeps what hosts.yml made: the prerequisites, the engine and the node image.
+    assert all(found["kept"].values()), (host.name, found["kept"])
+    assert found["engine_active"] == "active", host.name
+    assert found["images"], (host.name, "the node image stays without u7s_reset_node_image")

@@ -10,78 +10,22 @@ changes nothing -> site.yml -> 2 nodes Ready. About 4 playbook runs of ~2-3 min 
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 
 import pytest
-import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from cluster_helpers import DOCKER_SCENARIO_ONLY, recap, run_playbook
+from cluster_helpers import DOCKER_SCENARIO_ONLY, Host, assert_no_node_left, recap, run_playbook
 
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
 pytestmark = DOCKER_SCENARIO_ONLY
 config = pytest.importorskip("kubernetes.config", reason="the kubernetes Python library is a controller requirement")
 
 STATE = {}
-# What hosts.yml writes on each host and a default reset keeps (u7s_reset_hosts=false).
-HOST_FILES_KEPT = ["/etc/systemd/system/user@.service.d/delegate.conf", "/etc/modules-load.d/u7s.conf",
-                   "/etc/sysctl.d/99-u7s.conf", "/var/lib/systemd/linger/{user}", "/var/lib/u7s/host_prereqs/{user}.json",
-                   "{home}/.config/systemd/user/docker.service"]
-# What the node, kubeadm and firewall roles write and every reset removes.
-NODE_FILES_GONE = ["{home}/.local/state/u7s/node.json", "{home}/.config/u7s/node", "{home}/.local/bin/kubectl",
-                   "/etc/u7s/firewall-{user}.nft", "/etc/systemd/system/u7s-firewall-{user}.service"]
 
 
 def playbook(name: str, *args: str) -> subprocess.CompletedProcess:
     return run_playbook(name, *args, timeout=1200)
-
-
-class Host:
-    """A test-bed host and its cluster user's engine (the scenario's engine: u7s_engine)."""
-
-    def __init__(self, inventory: str, name: str, variables: dict):
-        self.name = name
-        self.host = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
-        self.user = variables.get("u7s_user", "u7s")
-        self.engine = variables.get("u7s_engine", "docker")
-        self.home = self.host.user(self.user).home
-
-    def as_user(self, command: str):
-        uid = self.host.user(self.user).uid
-        env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
-        return self.host.run(f"sudo -H -u {self.user} env {env} sh -c {shlex.quote('cd ~ && ' + command)}")
-
-    def path(self, template: str) -> str:
-        return template.format(user=self.user, home=self.home)
-
-    def exists(self, path: str) -> bool:
-        return self.host.run(f"sudo test -e {shlex.quote(path)}").rc == 0
-
-    def names(self, what: str) -> list[str]:
-        """The names of the user's containers, volumes or networks, or the node images' references."""
-        commands = {"containers": f"{self.engine} ps -a --format '{{{{.Names}}}}'",
-                    "volumes": f"{self.engine} volume ls --format '{{{{.Name}}}}'",
-                    "networks": f"{self.engine} network ls --format '{{{{.Name}}}}'",
-                    "images": f"{self.engine} images --format '{{{{.Repository}}}}:{{{{.Tag}}}}'"}
-        result = self.as_user(commands[what])
-        assert result.rc == 0, (self.name, what, result.stderr)
-        return sorted(line for line in result.stdout.split() if line)
-
-    def fingerprint(self) -> dict:
-        """What the roles leave on the host, as the reset checks it."""
-        return {
-            "node_objects": {"containers": [n for n in self.names("containers") if n.startswith("u7s-node")],
-                             "volumes": [n for n in self.names("volumes") if n.startswith("u7s-node")],
-                             "networks": [n for n in self.names("networks") if n == "u7s-node"]},
-            "images": [n for n in self.names("images") if n.startswith("localhost/u7s/node:")],
-            "kept": {path: self.exists(self.path(path)) for path in HOST_FILES_KEPT},
-            "gone": {path: self.exists(self.path(path)) for path in NODE_FILES_GONE},
-            "firewall_table": self.host.run(f"sudo nft list table inet u7s_{self.user}").rc == 0,
-            "subuid": self.host.run("cat /etc/subuid").stdout,
-            "subgid": self.host.run("cat /etc/subgid").stdout,
-            "engine_active": self.as_user(f"systemctl --user is-active {self.engine}").stdout.strip(),
-        }
 
 
 @pytest.fixture(scope="module")
@@ -101,17 +45,6 @@ def core_api(kubeconfig: str):
 def ready_nodes(kubeconfig: str) -> list[str]:
     return sorted(node.metadata.name for node in core_api(kubeconfig).list_node().items
                   if any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or []))
-
-
-def assert_no_node_left(host: Host) -> None:
-    found = host.fingerprint()
-    assert found["node_objects"] == {"containers": [], "volumes": [], "networks": []}, (host.name, found["node_objects"])
-    assert not any(found["gone"].values()), (host.name, found["gone"])
-    assert not found["firewall_table"], host.name
-    # A default reset keeps what hosts.yml made: the prerequisites, the engine and the node image.
-    assert all(found["kept"].values()), (host.name, found["kept"])
-    assert found["engine_active"] == "active", host.name
-    assert found["images"], (host.name, "the node image stays without u7s_reset_node_image")
 
 
 def test_1_remove_node_removes_the_worker(bed):

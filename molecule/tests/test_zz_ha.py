@@ -1,7 +1,10 @@
-"""Three control planes (stacked etcd) and a worker: a control-plane host goes down, the cluster goes on.
+"""Three control planes (stacked etcd) and a worker: a control-plane host goes down, the cluster goes on;
+a control plane is removed (a removal that would lose etcd's quorum is refused) and joins again.
 
 Needs an inventory with 3 control planes (testbed: U7S_TESTBED_HOSTS=4 U7S_TESTBED_CONTROL_PLANES=3
-testbed/testbed.sh up); skipped otherwise. Test-bed hosts are containers named u7s-tb-<host>.
+testbed/testbed.sh up); skipped otherwise. Test-bed hosts are containers named u7s-tb-<host>. Runs before
+test_zzz_upgrade.py (the upgrade with 3 control planes, when the scenario starts at the previous pin) and
+test_zzzz_ha_reset.py (reset.yml with 3 control planes).
 """
 
 from __future__ import annotations
@@ -15,23 +18,12 @@ import threading
 import time
 
 import pytest
-import testinfra
-from cluster_helpers import NAMESPACE, changed_tasks, recap, run_playbook, wait_for
+from cluster_helpers import (NAMESPACE, THREE_CONTROL_PLANES, Host, changed_tasks, control_plane_hosts, recap, run_playbook,
+                             wait_for)
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
-
-
-def _control_planes() -> list[str]:
-    if "MOLECULE_INVENTORY_FILE" not in os.environ:
-        return []
-    return AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("control_plane")
-
-
-pytestmark = pytest.mark.skipif(
-    len(_control_planes()) != 3,
-    reason="needs an inventory with 3 control planes (U7S_TESTBED_CONTROL_PLANES=3 and 4 hosts on the test bed)")
-
+pytestmark = THREE_CONTROL_PLANES
 DEPLOYMENT = "ha-check"
 OUTAGE_LIMIT = 60
 
@@ -45,25 +37,34 @@ def ready(core, node: str) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+def engine(host_name: str, arguments: str):
+    """The cluster user's engine on host_name (u7s_engine) with the given shell-quoted arguments."""
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    host = Host(inventory, host_name, AnsibleRunner(inventory).get_variables(host_name))
+    return host.as_user(f"{host.engine} {arguments}")
+
+
 def etcdctl(host_name: str, *args: str, check: bool = True) -> str:
     """etcdctl in the etcd container of host_name's node, as the cluster user."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    runner = AnsibleRunner(inventory)
-    variables = runner.get_variables(host_name)
-    engine, user = variables.get("u7s_engine", "docker"), variables.get("u7s_user", "u7s")
-    host = testinfra.get_host(f"ansible://{host_name}", ansible_inventory=inventory)
-    uid = host.user(user).uid
-    env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
     etcdctl_argv = ["etcdctl", "--cacert=/etc/kubernetes/pki/etcd/ca.crt",
                     "--cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt",
                     "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key",
                     "--endpoints=https://127.0.0.1:2379", *args]
     # Quoted level by level: the node's shell finds the etcd container, the host's runs the engine.
     in_node = "crictl exec $(crictl ps -q --name '^etcd$' --state running) " + shlex.join(etcdctl_argv)
-    on_host = f"cd ~ && {engine} exec u7s-node sh -c {shlex.quote(in_node)}"
-    result = host.run(f"sudo -H -u {user} env {env} sh -c {shlex.quote(on_host)}")
+    result = engine(host_name, "exec u7s-node sh -c " + shlex.quote(in_node))
     assert result.rc == 0 or not check, result.stderr
     return result.stdout
+
+
+def healthy_members(host_name: str) -> int:
+    return etcdctl(host_name, "endpoint", "health", "--cluster", check=False).count("is healthy")
+
+
+def endpoint_addresses(lines: str, name: str) -> list[str]:
+    """The addresses a hosts file gives the endpoint's name."""
+    return sorted(line.split()[0] for line in lines.splitlines()
+                  if not line.lstrip().startswith("#") and name in line.split()[1:])
 
 
 def host_address(host_name: str) -> str:
@@ -72,7 +73,7 @@ def host_address(host_name: str) -> str:
 
 
 def test_every_node_is_ready_and_etcd_has_three_members_by_host_address(core):
-    control_planes = _control_planes()
+    control_planes = control_plane_hosts()
     for node in core.list_node().items:
         assert ready(core, node.metadata.name), node.metadata.name
     members = etcdctl(control_planes[0], "member", "list", "-w", "simple").strip().splitlines()
@@ -157,7 +158,7 @@ def _outage(core, busybox_image, victim: str):
     started = time.monotonic()
     before = (poller.asked, poller.failed)
     poller.longest = 0.0
-    other = next(name for name in _control_planes() if name != victim)
+    other = next(name for name in control_plane_hosts() if name != victim)
     try:
         wait_for("etcd to have 3 healthy members again", lambda: etcdctl(
             other, "endpoint", "health", "--cluster", check=False).count("is healthy") == 3, timeout=300)
@@ -190,11 +191,68 @@ def deployment(core, busybox_image):
 
 
 def test_a_second_control_plane_host_down(core, busybox_image, deployment):
-    _outage(core, busybox_image, _control_planes()[1])
+    _outage(core, busybox_image, control_plane_hosts()[1])
 
 
 def test_the_first_control_plane_host_down(core, busybox_image, deployment):
-    _outage(core, busybox_image, _control_planes()[0])
+    _outage(core, busybox_image, control_plane_hosts()[0])
+
+
+def _variables(host_name: str) -> dict:
+    return AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_variables(host_name)
+
+
+def test_a_removal_that_would_lose_etcds_quorum_is_refused_before_any_change(core):
+    """One control plane's node is down: removing another would leave 1 healthy member of 2."""
+    first, second, third = control_plane_hosts()
+    assert engine(third, "stop u7s-node").rc == 0
+    try:
+        result = run_playbook("remove-node.yml", "-e", f"u7s_remove_node={second}")
+        output = " ".join((result.stdout + result.stderr).split())
+        print(f"remove-node.yml of {second} with {third}'s node stopped: rc {result.returncode}")
+        assert result.returncode != 0
+        assert "etcd needs 2 to keep writing" in output and f"{third} unhealthy" in output, output[-3000:]
+        assert all(counts["changed"] == 0 for counts in recap(result.stdout).values()), changed_tasks(result.stdout)
+    finally:
+        assert engine(third, "start u7s-node").rc == 0
+    started = time.monotonic()
+    wait_for("etcd to have 3 healthy members again", lambda: healthy_members(first) == 3, timeout=300)
+    wait_for(f"u7s-{third} to be Ready again", lambda: ready(core, f"u7s-{third}"), timeout=300)
+    print(f"{third}'s node back: 3 healthy etcd members and Ready {time.monotonic() - started:.0f} s after its start")
+    assert ready(core, f"u7s-{second}")
+
+
+def test_a_control_plane_is_removed_then_joins_again(core):
+    first, second, third = control_plane_hosts()
+    name = _variables(first).get("u7s_control_plane_endpoint_name", "u7s-apiserver")
+    hosts_file = _variables(first).get("u7s_controller_hosts_file", "/etc/hosts")
+    started = time.monotonic()
+    result = run_playbook("remove-node.yml", "-e", f"u7s_remove_node={second}")
+    print(f"remove-node.yml of control plane {second}: {time.monotonic() - started:.0f} s")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert f"u7s-{second}" not in [node.metadata.name for node in core.list_node().items]
+    members = etcdctl(first, "member", "list", "-w", "simple").strip().splitlines()
+    assert len(members) == 2 and not any(f"u7s-{second}," in line for line in members), members
+    assert healthy_members(first) == 2
+    remaining = sorted(host_address(host) for host in (first, third))
+    with open(hosts_file, encoding="utf-8") as controller_hosts:
+        assert endpoint_addresses(controller_hosts.read(), name) == remaining
+    workers = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts("workers")
+    in_node = engine(workers[0], "exec u7s-node cat /etc/hosts")
+    assert in_node.rc == 0 and endpoint_addresses(in_node.stdout, name) == remaining, in_node.stdout
+
+    started = time.monotonic()
+    result = run_playbook("site.yml")
+    print(f"site.yml joined {second} again as a control plane: {time.monotonic() - started:.0f} s")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    wait_for(f"u7s-{second} to be Ready", lambda: ready(core, f"u7s-{second}"))
+    node = core.read_node(f"u7s-{second}")
+    assert "node-role.kubernetes.io/control-plane" in (node.metadata.labels or {})
+    members = etcdctl(first, "member", "list", "-w", "simple").strip().splitlines()
+    assert len(members) == 3 and all(", started," in line for line in members), members
+    wait_for("etcd to have 3 healthy members", lambda: healthy_members(first) == 3)
+    with open(hosts_file, encoding="utf-8") as controller_hosts:
+        assert endpoint_addresses(controller_hosts.read(), name) == sorted(map(host_address, control_plane_hosts()))
 
 
 def test_site_changes_nothing_afterwards():
