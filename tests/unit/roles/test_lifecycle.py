@@ -3,7 +3,7 @@
 
 """The lifecycle entry points (issue 9, items 1 and 3): reset and remove-node, what can be checked without hosts.
 
-The end-to-end checks on the test bed: molecule/tests/test_zz_lifecycle_reset.py.
+The end-to-end checks on the test bed: molecule/tests/test_zz_lifecycle_remove.py (remove a worker) and test_zzzz_ha_reset.py (reset).
 """
 
 from __future__ import annotations
