@@ -112,11 +112,12 @@ def test_nerdctl_runs_rootless_containerd_as_the_user(host, engine, as_user, clu
 
 
 def test_nerdctl_node_runs_with_bypass4netns(host, engine, as_user, hostvars):
-    """u7s_bypass4netns auto: on with nerdctl on Linux >= 5.9 (role bypass4netns, the node's annotations)."""
+    """u7s_bypass4netns auto or true (off by default): on with nerdctl on Linux >= 5.9 (role bypass4netns, the node's
+    annotations)."""
     if engine != "nerdctl":
         pytest.skip("bypass4netns is nerdctl's")
     release = host.check_output("uname -r")
-    if tuple(int(part) for part in release.split(".")[:2]) < (5, 9) or hostvars.get("u7s_bypass4netns") in (False, "false"):
+    if tuple(int(part) for part in release.split(".")[:2]) < (5, 9) or hostvars.get("u7s_bypass4netns", "false") in (False, "false"):
         pytest.skip(f"bypass4netns is off here (kernel {release})")
     for check in ("is-active", "is-enabled"):
         state = as_user(f"systemctl --user {check} bypass4netnsd.service")

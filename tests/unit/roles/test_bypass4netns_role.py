@@ -43,8 +43,8 @@ def bypass4netns_variables(inventory: dict | None = None, **facts) -> dict:
 
 # --- the node's spec -----------------------------------------------------------------------------------------
 
-def test_the_node_carries_nerdctls_bypass4netns_annotations_by_default_with_nerdctl():
-    annotations = nerdctl_spec()["annotations"]
+def test_the_node_carries_nerdctls_bypass4netns_annotations_with_it_on():
+    annotations = nerdctl_spec({"u7s_bypass4netns": "auto"})["annotations"]
     assert annotations["nerdctl/bypass4netns"] == "true"
     assert annotations["nerdctl/bypass4netns-ignore-bind"] == "true"
     assert json.loads(annotations["nerdctl/bypass4netns-ignore-subnets"]) == [
@@ -52,7 +52,7 @@ def test_the_node_carries_nerdctls_bypass4netns_annotations_by_default_with_nerd
 
 
 def test_the_ignored_networks_follow_the_settings():
-    annotations = nerdctl_spec({"u7s_pod_cidr": "10.32.0.0/16", "u7s_service_cidr": "10.33.0.0/20",
+    annotations = nerdctl_spec({"u7s_bypass4netns": "auto", "u7s_pod_cidr": "10.32.0.0/16", "u7s_service_cidr": "10.33.0.0/20",
                                 "u7s_node_subnet_pool": "10.200.0.0/16"})["annotations"]
     assert json.loads(annotations["nerdctl/bypass4netns-ignore-subnets"]) == [
         "10.32.0.0/16", "10.33.0.0/20", "10.200.0.0/16", "127.0.0.0/8", "::1/128"]
@@ -60,6 +60,7 @@ def test_the_ignored_networks_follow_the_settings():
 
 def test_without_bypass4netns_the_node_has_no_annotations():
     assert nerdctl_spec({"u7s_bypass4netns": "false"})["annotations"] == {}
+    assert nerdctl_spec()["annotations"] == {}  # the default
 
 
 def nerdctl_block(inventory: dict | None = None, action: str = "create", **facts) -> tuple[list, dict]:

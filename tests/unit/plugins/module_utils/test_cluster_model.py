@@ -591,8 +591,16 @@ def test_recorded_settings_compare_by_value_whatever_the_class() -> None:
 
 # --- bypass4netns (u7s_bypass4netns, per host) -------------------------------------------------------------
 
-def test_bypass4netns_is_on_by_default_only_for_nerdctl_on_a_recent_kernel() -> None:
-    result = planned(names=THREE, host_vars={"host1": {"u7s_engine": "nerdctl"}, "host2": {"u7s_engine": "nerdctl"}},
+def test_bypass4netns_is_off_by_default_even_with_nerdctl() -> None:
+    """Off until bypass4netns survives the node (README "bypass4netns": it died under it on the test bed)."""
+    result = planned(names=THREE, host_vars={"host1": {"u7s_engine": "nerdctl"}})
+    assert result["problems"] == []
+    assert {name: node["bypass4netns"] for name, node in result["hosts"].items()} == dict.fromkeys(THREE, False)
+
+
+def test_bypass4netns_auto_is_on_only_for_nerdctl_on_a_recent_kernel() -> None:
+    both = {"u7s_engine": "nerdctl", "u7s_bypass4netns": "auto"}
+    result = planned(names=THREE, host_vars={"host1": both, "host2": both, "host3": {"u7s_bypass4netns": "auto"}},
                      edit=on_hosts("host2", kernel="5.4.0-216-generic"))
     assert result["problems"] == []
     assert {name: node["bypass4netns"] for name, node in result["hosts"].items()} == {
@@ -628,14 +636,15 @@ def test_bypass4netns_of_another_value_is_refused(value) -> None:
 
 
 def test_bypass4netns_may_differ_between_hosts_and_false_turns_it_off() -> None:
-    result = planned({"u7s_engine": "nerdctl"}, host_vars={"host2": {"u7s_bypass4netns": False}})
+    result = planned({"u7s_engine": "nerdctl", "u7s_bypass4netns": "auto"}, host_vars={"host2": {"u7s_bypass4netns": False}})
     assert result["problems"] == []
     assert [node["bypass4netns"] for node in result["hosts"].values()] == [True, False]
 
 
 def test_bypass4netns_leaves_every_node_network_to_the_node() -> None:
     """The pool, and a node subnet set outside it, with the pod and service networks and loopback."""
-    result = planned({"u7s_engine": "nerdctl"}, host_vars={"host2": {"u7s_node_subnet": "172.31.9.0/24"}})
+    result = planned({"u7s_engine": "nerdctl", "u7s_bypass4netns": "auto"},
+                     host_vars={"host2": {"u7s_node_subnet": "172.31.9.0/24"}})
     assert result["problems"] == []
     for node in result["hosts"].values():
         assert node["bypass4netns_ignore_subnets"] == [
