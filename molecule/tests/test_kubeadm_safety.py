@@ -14,29 +14,19 @@ import shlex
 import stat
 
 import pytest
-import testinfra
 from testinfra.utils.ansible_runner import AnsibleRunner
 
-from cluster_helpers import run_playbook
+from cluster_helpers import Host, run_playbook
 
 INIT_MARKER = "/etc/kubernetes/u7s-init.done"
 JOIN_MARKER = "/etc/kubernetes/u7s-join.done"
 
 
-class Node:
+class Node(Host):
     """A test-bed host's node container, reached as the cluster user through its engine."""
 
-    def __init__(self, inventory: str, name: str, variables: dict):
-        self.name = name
-        self.host = testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
-        self.user = variables.get("u7s_user", "u7s")
-        self.engine = variables.get("u7s_engine", "docker")
-
     def run(self, argv: list[str]):
-        uid = self.host.user(self.user).uid
-        env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
-        command = shlex.join([self.engine, "exec", "u7s-node", *argv])
-        return self.host.run(f"sudo -H -u {self.user} env {env} sh -c {shlex.quote('cd ~ && ' + command)}")
+        return self.as_user(shlex.join([self.engine, "exec", "u7s-node", *argv]))
 
     def check(self, argv: list[str]) -> str:
         result = self.run(argv)
