@@ -65,7 +65,7 @@ artifacts-previous: deps
 # scenario needs them, so `make test` does not build them yet.
 .PHONY: engine-tools
 engine-tools: deps
-	@missing=$$(for p in libseccomp-dev pkg-config binutils; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in libseccomp-dev pkg-config binutils patch; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	artifacts/engine-tools.sh build
 	artifacts/engine-tools.sh verify

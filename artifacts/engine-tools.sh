@@ -37,7 +37,8 @@ MANIFEST_SCHEMA=1
 ARCHIVE=engine-tools.tar.zst
 
 REQUIRED_PINS=(ENGINE_TOOLS_REVISION NERDCTL_MODULE NERDCTL_VERSION NERDCTL_H1 NERDCTL_COMMIT
-  BYPASS4NETNS_MODULE BYPASS4NETNS_VERSION BYPASS4NETNS_H1 ENGINE_TOOLS_BUILD_DATE)
+  BYPASS4NETNS_MODULE BYPASS4NETNS_VERSION BYPASS4NETNS_H1 BYPASS4NETNS_PATCH BYPASS4NETNS_PATCH_SHA256
+  BYPASS4NETNS_BUILD_VERSION ENGINE_TOOLS_BUILD_DATE)
 
 load_pins() {
   [[ -r $PINS_FILE ]] || die "pins file $PINS_FILE not readable"
@@ -180,11 +181,16 @@ build_bypass4netns() {
   [[ -f $(pkg-config --variable=libdir libseccomp)/libseccomp.a ]] ||
     die "libseccomp.a missing from $(pkg-config --variable=libdir libseccomp) (Debian: libseccomp-dev)"
   fetch_source "$BYPASS4NETNS_MODULE" "$BYPASS4NETNS_VERSION" "$BYPASS4NETNS_H1" "$src"
+  local patch=$ARTIFACTS_DIR/patches/$BYPASS4NETNS_PATCH
+  [[ $(sha256sum "$patch" | cut -d' ' -f1) == "$BYPASS4NETNS_PATCH_SHA256" ]] ||
+    die "$patch: its sha256 is not BYPASS4NETNS_PATCH_SHA256 of $PINS_FILE"
+  need patch
+  patch -d "$src" -p1 --forward --quiet <"$patch" || die "$BYPASS4NETNS_PATCH does not apply to $BYPASS4NETNS_MODULE@$BYPASS4NETNS_VERSION"
   for n in bypass4netns bypass4netnsd; do
     CGO_ENABLED=1 gobuild "$src" "$WORK/bin/$n" \
-      "-X $BYPASS4NETNS_MODULE/pkg/version.Version=$BYPASS4NETNS_VERSION -linkmode external -extldflags -static" \
+      "-X $BYPASS4NETNS_MODULE/pkg/version.Version=$BYPASS4NETNS_BUILD_VERSION -linkmode external -extldflags -static" \
       netgo,osusergo "./cmd/$n"
-    add_file "$n" "bin/$n" bypass4netns "$BYPASS4NETNS_VERSION" "$n version ${BYPASS4NETNS_VERSION#v}" "--version"
+    add_file "$n" "bin/$n" bypass4netns "$BYPASS4NETNS_BUILD_VERSION" "$n version ${BYPASS4NETNS_BUILD_VERSION#v}" "--version"
   done
 }
 

@@ -15,6 +15,7 @@
 #   configurations: docker podman nerdctl nerdctl-bypass4netns (default: all four; ~40 min here)
 #   Run `make venv deps artifacts engine-tools` first (the iperf3 image: artifacts/images.sh;
 #   nerdctl's binaries: artifacts/engine-tools.sh). U7S_TESTBED_CPUS caps each host (default: none).
+#   U7S_BENCH_KEEP=1 leaves the last configuration's test bed up, to look at it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$PWD/.build/collections" ANSIBLE_NOCOLOR=1
@@ -40,7 +41,8 @@ for config in "${configs[@]}"; do
   [[ " ${ALL_CONFIGS[*]} " == *" $config "* ]] || die "unknown configuration '$config' (one of: ${ALL_CONFIGS[*]})"
 done
 
-trap 'testbed/testbed.sh down >/dev/null 2>&1' EXIT
+KEEP=${U7S_BENCH_KEEP:-0}
+[[ $KEEP == 1 ]] || trap 'testbed/testbed.sh down >/dev/null 2>&1' EXIT
 work=$(mktemp -d)
 results=$work/results.tsv
 : >"$results"
@@ -147,7 +149,7 @@ bench_config() {
   measure pod-nodeport-other in_pod iperf3-client-other --client "$host_address" --port "$node_port"
   measure host-nodeport-same on_host "$SERVER_HOST" --client "$host_address" --port "$node_port"
   measure host-nodeport-other on_host "$OTHER_HOST" --client "$host_address" --port "$node_port"
-  testbed/testbed.sh down >/dev/null 2>&1
+  [[ $KEEP == 1 && $config == "${configs[-1]}" ]] || testbed/testbed.sh down >/dev/null 2>&1
 }
 
 measured=()

@@ -38,9 +38,10 @@ MIN_KERNEL = (5, 9)
 ENGINE = "nerdctl"
 # The setting's values (u7s_bypass4netns), as the settings check hands them over.
 CHOICES = ("auto", "true", "false")
-# Always left to the node's namespace: the loopback networks (a node's own 127.0.0.1 or ::1 must not
-# become the host's).
-LOOPBACK = ("127.0.0.0/8", "::1/128")
+# Always left to the node's namespace: loopback, and the unspecified addresses, which connect(2) takes
+# as "this host" (a node's own 127.0.0.1, ::1 or 0.0.0.0 must not become the host's: CoreDNS's health
+# plugin checks itself at 0.0.0.0:8080, and on the test bed bypass4netns sent that to the host's port).
+LOCAL = ("0.0.0.0/32", "127.0.0.0/8", "::/128", "::1/128")
 
 _KERNEL_RELEASE = re.compile(r"(\d+)\.(\d+)")
 
@@ -93,12 +94,12 @@ def decide(host: str, setting: str, engine: str, kernel_release: t.Any) -> Decis
 def ignore_subnets(pod_cidr: str, service_cidr: str, node_subnets: t.Iterable[str]) -> list[str]:
     """The networks whose connections stay in the node's namespace, as CIDR strings.
 
-    Loopback, the pod network (pods of every node: flannel's VXLAN carries them, in the node's
+    Loopback and the unspecified addresses, the pod network (pods of every node: flannel's VXLAN carries them, in the node's
     namespace), the service network (only kube-proxy's rules in the node's namespace resolve it) and
     the node networks (each node container's own network behind its engine). Sorted and merged, so
     that the same cluster always gives the same list (it is part of the container's spec).
     """
-    networks = [ipaddress.ip_network(text, strict=False) for text in (*LOOPBACK, pod_cidr, service_cidr, *node_subnets)]
+    networks = [ipaddress.ip_network(text, strict=False) for text in (*LOCAL, pod_cidr, service_cidr, *node_subnets)]
     merged: list[t.Any] = []
     for version in (4, 6):
         merged += ipaddress.collapse_addresses(network for network in networks if network.version == version)

@@ -172,6 +172,6 @@ hosts:
            "gateway": "10.100.0.1", "node_ip": "10.100.0.2", "subnet_source": "allocated",
            "published_ports": [{"port": 6443, "protocol": "tcp"}], "port_names": {"6443/tcp": "u7s_port_apiserver"},
            "user": "u7s", "engine": "docker", "allow_cgroup_v1": false, "bypass4netns": false,
-           "bypass4netns_ignore_subnets": ["10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8",
-                                           "::1/128"]}}
+           "bypass4netns_ignore_subnets": ["0.0.0.0/32", "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8",
+                                           "::/127"]}}
 """

@@ -48,14 +48,14 @@ def test_the_node_carries_nerdctls_bypass4netns_annotations_with_it_on():
     assert annotations["nerdctl/bypass4netns"] == "true"
     assert annotations["nerdctl/bypass4netns-ignore-bind"] == "true"
     assert json.loads(annotations["nerdctl/bypass4netns-ignore-subnets"]) == [
-        "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "::1/128"]
+        "0.0.0.0/32", "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "::/127"]
 
 
 def test_the_ignored_networks_follow_the_settings():
     annotations = nerdctl_spec({"u7s_bypass4netns": "auto", "u7s_pod_cidr": "10.32.0.0/16", "u7s_service_cidr": "10.33.0.0/20",
                                 "u7s_node_subnet_pool": "10.200.0.0/16"})["annotations"]
     assert json.loads(annotations["nerdctl/bypass4netns-ignore-subnets"]) == [
-        "10.32.0.0/16", "10.33.0.0/20", "10.200.0.0/16", "127.0.0.0/8", "::1/128"]
+        "0.0.0.0/32", "10.32.0.0/16", "10.33.0.0/20", "10.200.0.0/16", "127.0.0.0/8", "::/127"]
 
 
 def test_without_bypass4netns_the_node_has_no_annotations():

@@ -76,18 +76,18 @@ def test_an_unknown_setting_is_an_error():
 
 def test_the_ignored_networks_are_the_clusters_own_and_loopback():
     assert bypass4netns.ignore_subnets("10.244.0.0/16", "10.96.0.0/16", ["10.100.0.0/16", "10.100.3.0/24"]) == [
-        "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "::1/128"]
+        "0.0.0.0/32", "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "::/127"]
 
 
 def test_the_ignored_networks_keep_a_node_subnet_outside_the_pool_and_merge_neighbours():
     subnets = bypass4netns.ignore_subnets("10.244.0.0/17", "10.244.128.0/17", ["10.100.0.0/16", "172.31.9.0/24"])
-    assert subnets == ["10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "172.31.9.0/24", "::1/128"]
+    assert subnets == ["0.0.0.0/32", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "172.31.9.0/24", "::/127"]
 
 
 def test_the_ignored_networks_are_the_same_whatever_the_order():
     one = bypass4netns.ignore_subnets("10.244.0.0/16", "10.96.0.0/16", ["10.100.1.0/24", "10.100.0.0/24"])
     other = bypass4netns.ignore_subnets("10.244.0.0/16", "10.96.0.0/16", ["10.100.0.0/24", "10.100.1.0/24"])
-    assert one == other == ["10.96.0.0/16", "10.100.0.0/23", "10.244.0.0/16", "127.0.0.0/8", "::1/128"]
+    assert one == other == ["0.0.0.0/32", "10.96.0.0/16", "10.100.0.0/23", "10.244.0.0/16", "127.0.0.0/8", "::/127"]
 
 
 def test_the_annotations_are_nerdctls():
@@ -111,4 +111,4 @@ def test_the_annotations_want_a_list_of_networks(subnets):
 def test_a_network_inside_another_is_merged_into_it():
     """A service network that holds the node subnets (10.96.0.0/12 holds 10.100.0.0/16) is listed once."""
     assert bypass4netns.ignore_subnets("10.244.0.0/16", "10.96.0.0/12", ["10.100.0.0/16"]) == [
-        "10.96.0.0/12", "10.244.0.0/16", "127.0.0.0/8", "::1/128"]
+        "0.0.0.0/32", "10.96.0.0/12", "10.244.0.0/16", "127.0.0.0/8", "::/127"]

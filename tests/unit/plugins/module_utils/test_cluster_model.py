@@ -395,7 +395,7 @@ def test_plan_of_each_node() -> None:
         "user": "u7s", "engine": "docker", "allow_cgroup_v1": False, "node_name": "u7s-host1",
         # Docker: u7s_bypass4netns auto is off; the list is the cluster's, sorted and merged.
         "bypass4netns": False,
-        "bypass4netns_ignore_subnets": ["10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "::1/128"],
+        "bypass4netns_ignore_subnets": ["0.0.0.0/32", "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "::/127"],
         "host_address": "192.0.2.11", "subnet": "10.100.0.0/24", "gateway": "10.100.0.1", "node_ip": "10.100.0.2",
         "subnet_source": "allocated",
         "running_version": None,
@@ -648,4 +648,4 @@ def test_bypass4netns_leaves_every_node_network_to_the_node() -> None:
     assert result["problems"] == []
     for node in result["hosts"].values():
         assert node["bypass4netns_ignore_subnets"] == [
-            "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "172.31.9.0/24", "::1/128"]
+            "0.0.0.0/32", "10.96.0.0/16", "10.100.0.0/16", "10.244.0.0/16", "127.0.0.0/8", "172.31.9.0/24", "::/127"]
