@@ -412,3 +412,21 @@ NO_ZSTD = "Refuse a controller without zstd"
 ], ids=["archive-without-zstd", "archive-with-zstd", "build"])
 def test_preflight_refuses_archive_without_zstd_on_the_controller(inventory, refused):
     assert refuses(NO_ZSTD, inventory) is refused
+
+
+def test_a_base_rebuilt_under_the_same_tag_changes_the_controllers_dockerfile():
+    """The controller's build writes the base's ID into the Dockerfile: a new base under the same
+    tag (artifacts/images.sh rebuilds localhost/u7s/node-base:<version> in place) changes the
+    context, which rebuilds the node image instead of keeping the old one."""
+    inventory = {"node_image_base": "localhost/u7s/node-base:v1.36.4"}
+    old, new = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    variables = node_image_variables(inventory)
+
+    def render(base_id: str) -> str:
+        return render_role_template("node_image", "Dockerfile.j2", {**variables, "node_image_context_base_id": base_id})
+
+    assert f'LABEL io.u7s.base-image-id="{old}"\n' in render(old)
+    assert render(old) != render(new)
+    assert "base-image-id" not in dockerfile(inventory)  # hosts that pull the base by reference
+    tasks = (ROLE / "tasks" / "controller-archive.yml").read_text()
+    assert "node_image_context_base_id:" in tasks and "community.docker.docker_image_info" in tasks
