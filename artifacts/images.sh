@@ -148,8 +148,14 @@ resolve() {
   local mode=$1 p
   shift
   if [[ $mode == closure ]]; then
-    apt-get -s -qq install "$@" 2>/dev/null |
-      sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) .*\[\([^]]*\)\])$/\1 \2 \3/p'
+    local sim parsed
+    sim=$(apt-get -s -qq install "$@" 2>/dev/null) || die "apt-get cannot install $* from $DEBIAN_SUITE"
+    # "Inst NAME (VERSION ORIGIN [ARCH])", with " [...]" after it when apt notes that the package
+    # changes others (libc6, libgcc-s1): that form was once dropped, and with it libc6 from iperf3.
+    parsed=$(sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) [^[]*\[\([^]]*\)\])\( \[[^]]*\]\)\{0,1\}$/\1 \2 \3/p' <<<"$sim")
+    [[ $(grep -c '^Inst ' <<<"$sim") == $(grep -c . <<<"$parsed") ]] ||
+      die "cannot read apt's plan for $*: $(grep '^Inst ' <<<"$sim" | head -n 40)"
+    echo "$parsed"
   else
     for p in "$@"; do
       apt-cache show --no-all-versions "$p" | awk -v p="$p" '/^Version:/ {v=$2} /^Architecture:/ {a=$2} END {print p, v, a}'
