@@ -284,3 +284,31 @@ def test_import_after_restart_skips_everything(restarted: Node) -> None:
     lines = restarted.import_journal(this_boot=True)
     print(lines[-1])
     assert any("imported 0, already present" in line for line in lines), lines[-1]
+
+
+# The small images artifacts/images.sh builds from Debian packages (their dependency closures):
+# each program they run must find its shared libraries (an image once lacked libc6, and every
+# iperf3 pod failed with "exec /usr/bin/iperf3: no such file or directory").
+SMALL_IMAGE_PROGRAMS = [
+    ("registry.k8s.io/kube-proxy:", "/usr/sbin/iptables-nft", "iptables v"),
+    ("registry.k8s.io/kube-proxy:", "/usr/sbin/iptables-legacy", "iptables v"),
+    ("registry.k8s.io/kube-proxy:", "/usr/sbin/ipset", "ipset v"),
+    ("registry.k8s.io/kube-proxy:", "/usr/sbin/conntrack", "conntrack v"),
+    ("registry.k8s.io/kube-proxy:", "/usr/sbin/nft", "nftables v"),
+    ("ghcr.io/flannel-io/flannel:", "/usr/sbin/iptables-nft", "iptables v"),
+    ("ghcr.io/flannel-io/flannel:", "/usr/sbin/ipset", "ipset v"),
+    ("localhost/u7s/busybox:", "/bin/busybox", "BusyBox v"),
+    ("localhost/u7s/iperf3:", "/usr/bin/iperf3", "iperf 3."),
+]
+
+
+@pytest.mark.parametrize(("prefix", "program", "expected"), SMALL_IMAGE_PROGRAMS,
+                         ids=[f"{prefix.split('/')[-1].rstrip(':')}-{program.rsplit('/', 1)[-1]}"
+                              for prefix, program, _ in SMALL_IMAGE_PROGRAMS])
+def test_the_small_images_programs_run(archive: Archive, prefix: str, program: str, expected: str) -> None:
+    refs = [image["ref"] for image in archive.manifest["images"] if image["ref"].startswith(prefix)]
+    assert len(refs) == 1, f"the archive holds {refs} for {prefix}"
+    version_flag = "--help" if program.endswith("busybox") else "--version"
+    proc = docker("run", "--rm", "--network", "none", "--entrypoint", program, refs[0], version_flag, check=False)
+    output = proc.stdout + proc.stderr
+    assert expected in output, f"{program} in {refs[0]} (rc={proc.returncode}): {output.strip()[:400]}"
