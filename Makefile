@@ -60,9 +60,9 @@ artifacts-previous: deps
 	$(PREVIOUS_PINS) artifacts/images.sh build
 	$(PREVIOUS_PINS) artifacts/images.sh verify
 
-# The nerdctl engine's own binaries (artifacts/engine-tools.sh: nerdctl, bypass4netns,
-# nerdctl's rootless scripts; cached by artifacts/engine-tools.env). Only the nerdctl
-# scenario needs them, so `make test` does not build them yet.
+# The nerdctl engine's own binaries (artifacts/engine-tools.sh: nerdctl, bypass4netns with our
+# patch, nerdctl's rootless scripts; cached by artifacts/engine-tools.env), for the podman-nerdctl
+# and nerdctl scenarios.
 .PHONY: engine-tools
 engine-tools: deps
 	@missing=$$(for p in libseccomp-dev pkg-config binutils patch; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -104,16 +104,17 @@ build: venv
 	tests/check-build.sh
 
 .PHONY: integration
-integration: venv deps artifacts-previous artifacts
+integration: venv deps artifacts-previous artifacts engine-tools
 	$(TESTBED) image
 	@# The node image test (tests/integration/test_node_image.py) fails instead of skipping:
 	@# the images were just built.
 	U7S_REQUIRE_IMAGES=1 pytest -q tests/integration
 	molecule test --scenario-name default
-	molecule test --scenario-name podman
+	molecule test --scenario-name podman-nerdctl
 	molecule test --scenario-name ha
 
-# The nerdctl scenario (molecule/nerdctl). Not in `make test` until it has passed on the test bed.
+# The nerdctl-only scenario (molecule/nerdctl: a nerdctl control plane as well). Not in `make test`
+# (CI's time budget): there nerdctl runs on the podman-nerdctl scenario's worker.
 .PHONY: integration-nerdctl
 integration-nerdctl: venv deps artifacts engine-tools
 	$(TESTBED) image

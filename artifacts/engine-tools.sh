@@ -185,7 +185,7 @@ build_bypass4netns() {
   [[ $(sha256sum "$patch" | cut -d' ' -f1) == "$BYPASS4NETNS_PATCH_SHA256" ]] ||
     die "$patch: its sha256 is not BYPASS4NETNS_PATCH_SHA256 of $PINS_FILE"
   need patch
-  patch -d "$src" -p1 --forward --quiet <"$patch" || die "$BYPASS4NETNS_PATCH does not apply to $BYPASS4NETNS_MODULE@$BYPASS4NETNS_VERSION"
+  patch -d "$src" -p1 --forward --fuzz=0 --quiet <"$patch" || die "$BYPASS4NETNS_PATCH does not apply to $BYPASS4NETNS_MODULE@$BYPASS4NETNS_VERSION"
   for n in bypass4netns bypass4netnsd; do
     CGO_ENABLED=1 gobuild "$src" "$WORK/bin/$n" \
       "-X $BYPASS4NETNS_MODULE/pkg/version.Version=$BYPASS4NETNS_BUILD_VERSION -linkmode external -extldflags -static" \

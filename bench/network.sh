@@ -203,5 +203,16 @@ for where in ("same", "other"):
     print(f"{label:<32}" + "".join(cells))
 if ratio_column:
     print("b4ns/slirp: nerdctl with bypass4netns / nerdctl with slirp4netns alone (the same rootless containerd)")
+    # Noise: each figure's runs span a range; a row is faster or slower with bypass4netns only when
+    # the two ranges do not overlap.
+    print("bypass4netns against slirp4netns alone, by the range of the runs (min-max, Gbps):")
+    for row, label in ROWS:
+        fast, slow = bits.get((accelerated, row)), bits.get((plain, row))
+        if not fast or not slow:
+            continue
+        fast_range, slow_range = (min(fast) / 1e9, max(fast) / 1e9), (min(slow) / 1e9, max(slow) / 1e9)
+        verdict = ("faster" if fast_range[0] > slow_range[1] else "slower" if fast_range[1] < slow_range[0]
+                   else "within noise (the ranges overlap)")
+        print(f"  {label:<32}{fast_range[0]:7.2f}-{fast_range[1]:<7.2f} vs {slow_range[0]:7.2f}-{slow_range[1]:<7.2f} {verdict}")
 PY
 echo "every run's iperf3 output: $work"

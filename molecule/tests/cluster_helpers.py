@@ -87,19 +87,19 @@ def run_pod(core, node: str, image: str, script: str) -> tuple[str, str]:
         core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
 
 
-def scenario_engine() -> str:
-    """The engine of the scenario's hosts (u7s_engine of the first cluster host)."""
+def scenario_engines() -> set[str]:
+    """The engines of the scenario's hosts (u7s_engine of each cluster host)."""
     from testinfra.utils.ansible_runner import AnsibleRunner  # pylint: disable=import-outside-toplevel
     runner = AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"])
-    return runner.get_variables(sorted(runner.get_hosts("u7s_cluster"))[0]).get("u7s_engine", "docker")
+    return {runner.get_variables(name).get("u7s_engine", "docker") for name in runner.get_hosts("u7s_cluster")}
 
 
 # The lifecycle checks that bring the cluster up again (adding and removing a node, reset) run once,
-# in the default scenario (Docker): the podman scenario spends its time on the upgrade instead
+# in the default scenario (Docker): the podman-nerdctl scenario spends its time on the upgrade instead
 # (CI's time budget); they are reported as skipped there, not passed.
 DOCKER_SCENARIO_ONLY = pytest.mark.skipif(
-    "MOLECULE_INVENTORY_FILE" in os.environ and scenario_engine() != "docker",
-    reason="lifecycle bring-ups run in the default (Docker) scenario only; the podman scenario runs the upgrade")
+    "MOLECULE_INVENTORY_FILE" in os.environ and scenario_engines() != {"docker"},
+    reason="lifecycle bring-ups run in the default (Docker) scenario only; the podman-nerdctl scenario runs the upgrade")
 
 
 def control_plane_hosts() -> list[str]:

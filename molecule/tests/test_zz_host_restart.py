@@ -26,6 +26,19 @@ def ready(core, node: str) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+def bypassed_since(host, user: str, since: datetime.datetime) -> list[str]:
+    """The node's bypass4netns log lines of connect(2)s it bypassed at or after SINCE."""
+    lines = host.run(f"sudo sh -c 'cat {host.user(user).home}/.local/share/nerdctl/*/containers/default/*/bypass4netns.log'").stdout
+    found = []
+    for line in lines.splitlines():
+        if "bypassed connect socket" not in line or not line.startswith('time="'):
+            continue
+        stamp = datetime.datetime.fromisoformat(line[6:line.index('"', 6)].replace("Z", "+00:00"))
+        if stamp >= since.replace(microsecond=0):
+            found.append(line)
+    return found
+
+
 def test_a_restarted_worker_comes_back(core, busybox_image):
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     runner = AnsibleRunner(inventory)
@@ -54,6 +67,14 @@ def test_a_restarted_worker_comes_back(core, busybox_image):
     env = f"XDG_RUNTIME_DIR=/run/user/{uid} DOCKER_HOST=unix:///run/user/{uid}/docker.sock"
     wait_for("tx checksum offload off on the new flannel.1", lambda: "tx-checksum-ip-generic: off" in host.run(
         f"sudo -H -u {user} env {env} sh -c 'cd ~ && {engine} exec u7s-node ethtool --show-offload flannel.1'").stdout)
+
+    if engine == "nerdctl" and worker_vars.get("u7s_bypass4netns", "auto") not in (False, "false") and (
+            tuple(int(part) for part in host.check_output("uname -r").split(".")[:2]) >= (5, 9)):
+        # Acceleration survives the restart: the daemon started a new bypass4netns for the node,
+        # which hands the node's kubelet a host socket for the API server again.
+        wait_for("a bypass4netns for the node again, bypassing a connect(2) since the restart",
+                 lambda: bypassed_since(host, user, restarted_at))
+        assert host.run(f"pgrep -u {user} -x bypass4netns").rc == 0, "no bypass4netns after the restart"
 
     # Pod to pod across the hosts again: a server on the worker, a client on the control plane.
     core.create_namespaced_pod(NAMESPACE, {

@@ -1,6 +1,6 @@
 """playbooks/upgrade.yml end to end: the previous minor to the current pin, while a workload answers HTTP.
 
-The podman scenario (one control plane, a worker) and the ha scenario (three control planes, a
+The podman-nerdctl scenario (a podman control plane, a nerdctl worker) and the ha scenario (three control planes, a
 worker) bring their hosts up at the version of artifacts/versions-previous.env (their host_vars);
 this runs after their other checks (file order), which then saw the previous version and ran their
 playbooks with that inventory. The default scenario brings the current pin up: there it is
@@ -184,11 +184,11 @@ def test_the_workload_kept_answering(upgraded):
     assert prober.failed == 0, f"{prober.failed} of {prober.requests} requests found no host answering"
 
 
-# Checked once, on the podman scenario's one control plane: the ha scenario spends its time on the HA lifecycle
+# Checked once, on the podman-nerdctl scenario's one control plane: the ha scenario spends its time on the HA lifecycle
 # (CI's time budget); reported as skipped there.
 ONE_CONTROL_PLANE_ONLY = pytest.mark.skipif(
     len(control_plane_hosts()) > 1,
-    reason="the second run and the downgrade refusal are checked in the podman scenario (one control plane)")
+    reason="the second run and the downgrade refusal are checked in the podman-nerdctl scenario (one control plane)")
 
 
 @ONE_CONTROL_PLANE_ONLY

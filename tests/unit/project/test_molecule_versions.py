@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[3]
 PREVIOUS = re.search(r"^K8S_VERSION=(\S+)$", (REPO / "artifacts/versions-previous.env").read_text(), re.M).group(1)
 
 
-@pytest.mark.parametrize("scenario", ["podman", "ha"])
+@pytest.mark.parametrize("scenario", ["podman-nerdctl", "ha"])
 def test_the_upgrade_scenarios_start_at_the_previous_pin(scenario):
     files = sorted((REPO / "molecule" / scenario / "host_vars").glob("*.yml"))
     platforms = yaml.safe_load((REPO / "molecule" / scenario / "molecule.yml").read_text())["platforms"]
