@@ -334,11 +334,6 @@ assemble() {
       files: $files}' >"$out/manifest.json"
 }
 
-# write_sums DIR
-write_sums() {
-  (cd "$1" && sha256sum "$ARCHIVE" manifest.json >SHA256SUMS)
-}
-
 do_build() {
   need go jq zstd tar sha256sum flock strip
   setup_go_env
@@ -362,37 +357,14 @@ do_build() {
   step flannel-cni build_flannel_cni
   step crictl build_crictl
   step compress assemble "$WORK/out"
-  # assemble wrote the manifest before its own step ended: add that and the total.
-  jq --argjson c "${TIMINGS[-1]#*	}" --argjson total "$((SECONDS - t0))" \
-    '.build_seconds.compress = $c | .build_seconds.total = $total' "$WORK/out/manifest.json" >"$WORK/m.json"
-  mv "$WORK/m.json" "$WORK/out/manifest.json"
-  write_sums "$WORK/out"
-  # shellcheck disable=SC2034 # for build_exit_trap
-  CURRENT_STEP="self-check"
-  bundle_ok "$WORK/out" || die "freshly built bundle does not verify"
-  rm -rf "$BUNDLE_PATH"
-  mv "$WORK/out" "$BUNDLE_PATH"
-  [[ ${U7S_KEEP_WORK:-0} == 1 ]] || rm -rf "$WORK"
-  trap - EXIT
-  log "built $BUNDLE_NAME in $((SECONDS - t0))s ($(du -sh "$BUNDLE_PATH" | cut -f1))"
+  finish_build "$WORK/out" "$BUNDLE_PATH" "$BUNDLE_NAME" bundle_ok "$t0"
 }
 
 # ---------------------------------------------------------------- subcommands
 
 cmd_build() {
-  if [[ -d $BUNDLE_PATH ]] && bundle_ok "$BUNDLE_PATH"; then
-    log "cached bundle verifies: $BUNDLE_PATH"
-    echo "$BUNDLE_PATH"
-    return
-  fi
-  mkdir -p "$CACHE_DIR/bundles" "$CACHE_DIR/work"
   # One builder per bundle at a time; a second caller waits, then finds it cached.
-  take_lock "$CACHE_DIR/bundles/.$BUNDLE_NAME.lock"
-  if [[ -d $BUNDLE_PATH ]] && bundle_ok "$BUNDLE_PATH" 2>/dev/null; then
-    log "bundle built by a concurrent run: $BUNDLE_PATH"
-    echo "$BUNDLE_PATH"
-    return
-  fi
+  cached_build "$BUNDLE_PATH" "$BUNDLE_NAME" bundle_ok && return
   local shared=$SHARED_DIR/$BUNDLE_NAME
   if [[ -d $shared ]]; then
     if bundle_ok "$shared"; then

@@ -224,10 +224,6 @@ assemble() {
       files: $files}' >"$out/manifest.json"
 }
 
-write_sums() {
-  (cd "$1" && sha256sum "$ARCHIVE" manifest.json >SHA256SUMS)
-}
-
 do_build() {
   need go jq zstd tar sha256sum flock readelf
   setup_go_env
@@ -241,33 +237,11 @@ do_build() {
   step nerdctl build_nerdctl
   step bypass4netns build_bypass4netns
   step compress assemble "$WORK/out"
-  jq --argjson c "${TIMINGS[-1]#*	}" --argjson total "$((SECONDS - t0))" \
-    '.build_seconds.compress = $c | .build_seconds.total = $total' "$WORK/out/manifest.json" >"$WORK/m.json"
-  mv "$WORK/m.json" "$WORK/out/manifest.json"
-  write_sums "$WORK/out"
-  # shellcheck disable=SC2034 # for build_exit_trap
-  CURRENT_STEP="self-check"
-  tools_ok "$WORK/out" || die "freshly built tools tarball does not verify"
-  rm -rf "$TOOLS_PATH"
-  mv "$WORK/out" "$TOOLS_PATH"
-  [[ ${U7S_KEEP_WORK:-0} == 1 ]] || rm -rf "$WORK"
-  trap - EXIT
-  log "built $TOOLS_NAME in $((SECONDS - t0))s ($(du -sh "$TOOLS_PATH" | cut -f1))"
+  finish_build "$WORK/out" "$TOOLS_PATH" "$TOOLS_NAME" tools_ok "$t0"
 }
 
 cmd_build() {
-  if [[ -d $TOOLS_PATH ]] && tools_ok "$TOOLS_PATH"; then
-    log "cached tools tarball verifies: $TOOLS_PATH"
-    echo "$TOOLS_PATH"
-    return
-  fi
-  mkdir -p "$CACHE_DIR/engine-tools" "$CACHE_DIR/work"
-  take_lock "$CACHE_DIR/engine-tools/.$TOOLS_NAME.lock"
-  if [[ -d $TOOLS_PATH ]] && tools_ok "$TOOLS_PATH" 2>/dev/null; then
-    log "tools tarball built by a concurrent run: $TOOLS_PATH"
-    echo "$TOOLS_PATH"
-    return
-  fi
+  cached_build "$TOOLS_PATH" "$TOOLS_NAME" tools_ok && return
   do_build
   echo "$TOOLS_PATH"
 }

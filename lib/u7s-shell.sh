@@ -82,6 +82,53 @@ take_lock() {
   fi
 }
 
+# ---------------------------------------------------------------- cached Go builds
+# (artifacts/bundle.sh, artifacts/engine-tools.sh: a directory holding $ARCHIVE, manifest.json
+# and SHA256SUMS, named by a hash of the pins and checked by a function of the script)
+
+# write_sums DIR: SHA256SUMS over the archive and the manifest.
+write_sums() {
+  (cd "$1" && sha256sum "$ARCHIVE" manifest.json >SHA256SUMS)
+}
+
+# finish_build OUT DEST NAME CHECK T0: the manifest in OUT gets the last step's time (assemble
+# wrote it before that step ended) as build_seconds.compress and the total since T0, then the
+# checksums; CHECK OUT must pass; OUT replaces DEST, and WORK goes (unless U7S_KEEP_WORK=1).
+finish_build() {
+  local out=$1 dest=$2 name=$3 check=$4 t0=$5
+  jq --argjson c "${TIMINGS[-1]#*	}" --argjson total "$((SECONDS - t0))" \
+    '.build_seconds.compress = $c | .build_seconds.total = $total' "$out/manifest.json" >"$WORK/m.json"
+  mv "$WORK/m.json" "$out/manifest.json"
+  write_sums "$out"
+  CURRENT_STEP="self-check"
+  "$check" "$out" || die "freshly built $name does not verify"
+  rm -rf "$dest"
+  mv "$out" "$dest"
+  [[ ${U7S_KEEP_WORK:-0} == 1 ]] || rm -rf "$WORK"
+  trap - EXIT
+  log "built $name in $((SECONDS - t0))s ($(du -sh "$dest" | cut -f1))"
+}
+
+# cached_build DEST NAME CHECK: succeed (after printing DEST) when DEST holds a build that
+# CHECK passes, waiting first for a concurrent builder of NAME (its lock in DEST's directory).
+# On failure the caller builds, still holding the lock.
+cached_build() {
+  local dest=$1 name=$2 check=$3
+  if [[ -d $dest ]] && "$check" "$dest"; then
+    log "cached $name verifies: $dest"
+    echo "$dest"
+    return 0
+  fi
+  mkdir -p "$(dirname "$dest")" "$CACHE_DIR/work"
+  take_lock "$(dirname "$dest")/.$name.lock"
+  if [[ -d $dest ]] && "$check" "$dest" 2>/dev/null; then
+    log "$name built by a concurrent run: $dest"
+    echo "$dest"
+    return 0
+  fi
+  return 1
+}
+
 # ---------------------------------------------------------------- caches
 
 # short_hash [N] < input: the first N (default 12) hex digits of its sha256.

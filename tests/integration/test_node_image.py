@@ -304,7 +304,7 @@ SMALL_IMAGE_PROGRAMS = [
 
 @pytest.mark.parametrize(("prefix", "program", "expected"), SMALL_IMAGE_PROGRAMS,
                          ids=[f"{prefix.split('/')[-1].rstrip(':')}-{program.rsplit('/', 1)[-1]}"
-                              for prefix, program, _ in SMALL_IMAGE_PROGRAMS])
+                              for prefix, program, _expected in SMALL_IMAGE_PROGRAMS])
 def test_the_small_images_programs_run(archive: Archive, prefix: str, program: str, expected: str) -> None:
     refs = [image["ref"] for image in archive.manifest["images"] if image["ref"].startswith(prefix)]
     assert len(refs) == 1, f"the archive holds {refs} for {prefix}"

@@ -60,7 +60,7 @@ def test_the_ignored_networks_follow_the_settings():
 
 def test_without_bypass4netns_the_node_has_no_annotations():
     assert nerdctl_spec({"u7s_bypass4netns": "false"})["annotations"] == {}
-    assert nerdctl_spec()["annotations"] == {}  # the default
+    assert nerdctl_spec()["annotations"]["nerdctl/bypass4netns"] == "true"  # the default, auto
 
 
 def nerdctl_block(inventory: dict | None = None, action: str = "create", **facts) -> tuple[list, dict]:

@@ -591,11 +591,12 @@ def test_recorded_settings_compare_by_value_whatever_the_class() -> None:
 
 # --- bypass4netns (u7s_bypass4netns, per host) -------------------------------------------------------------
 
-def test_bypass4netns_is_off_by_default_even_with_nerdctl() -> None:
-    """Off until bypass4netns survives the node (README "bypass4netns": it died under it on the test bed)."""
+def test_bypass4netns_is_on_by_default_with_nerdctl_only() -> None:
+    """The default is auto: on for the nerdctl host (a recent kernel), off for the Docker ones."""
     result = planned(names=THREE, host_vars={"host1": {"u7s_engine": "nerdctl"}})
     assert result["problems"] == []
-    assert {name: node["bypass4netns"] for name, node in result["hosts"].items()} == dict.fromkeys(THREE, False)
+    assert {name: node["bypass4netns"] for name, node in result["hosts"].items()} == {
+        "host1": True, "host2": False, "host3": False}
 
 
 def test_bypass4netns_auto_is_on_only_for_nerdctl_on_a_recent_kernel() -> None:
