@@ -63,12 +63,14 @@ artifacts-previous: deps
 # The nerdctl engine's own binaries (artifacts/engine-tools.sh: nerdctl, bypass4netns with our
 # patch, nerdctl's rootless scripts; cached by artifacts/engine-tools.env), for the podman-nerdctl
 # and nerdctl scenarios.
-.PHONY: engine-tools
-engine-tools: deps
-	@missing=$$(for p in libseccomp-dev pkg-config binutils patch; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+.PHONY: engine-tools engine-tools-deps
+engine-tools: engine-tools-deps
 	artifacts/engine-tools.sh build
 	artifacts/engine-tools.sh verify
+
+engine-tools-deps: deps
+	@missing=$$(for p in libseccomp-dev pkg-config binutils patch; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 
 .PHONY: testbed-up
 testbed-up: deps
@@ -104,12 +106,17 @@ build: venv
 	tests/check-build.sh
 
 .PHONY: integration
-integration: venv deps artifacts-previous artifacts engine-tools
+ENGINE_TOOLS_LOG := .build/engine-tools-build.log
+integration: venv deps artifacts-previous artifacts engine-tools-deps
 	$(TESTBED) image
+	@# The engine tools (Go, at nice 19; 2-3 min cold) build in the background while the first
+	@# checks run, which mostly wait on the test bed; the podman-nerdctl scenario needs them.
 	@# The node image test (tests/integration/test_node_image.py) fails instead of skipping:
 	@# the images were just built.
-	U7S_REQUIRE_IMAGES=1 pytest -q tests/integration
-	molecule test --scenario-name default
+	mkdir -p .build; artifacts/engine-tools.sh build >$(ENGINE_TOOLS_LOG) 2>&1 & tools=$$!; \
+	rc=0; { U7S_REQUIRE_IMAGES=1 pytest -q tests/integration && molecule test --scenario-name default; } || rc=$$?; \
+	wait $$tools || { echo "artifacts/engine-tools.sh build failed:"; cat $(ENGINE_TOOLS_LOG); exit 1; }; exit $$rc
+	artifacts/engine-tools.sh verify
 	molecule test --scenario-name podman-nerdctl
 	molecule test --scenario-name ha
 
