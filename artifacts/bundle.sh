@@ -77,53 +77,13 @@ expected_images() {
 
 # bundle_ok DIR: checksums verify and the manifest was built from exactly these pins.
 # Prints the reason to stderr when not.
-bundle_ok() {
-  local dir=$1
-  [[ -f $dir/manifest.json && -f $dir/SHA256SUMS ]] || { log "$dir: no bundle (manifest.json/SHA256SUMS missing)"; return 1; }
-  (cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS >&2) || { log "$dir: checksum mismatch"; return 1; }
-  # SHA256SUMS must cover both files, or a truncated one would pass.
-  [[ $(sed -E 's/^[0-9a-f]{64} [ *]//' "$dir/SHA256SUMS" | sort | tr '\n' ' ') == "$ARCHIVE manifest.json " ]] ||
-    { log "$dir: SHA256SUMS does not cover exactly $ARCHIVE and manifest.json"; return 1; }
-  jq -e --arg name "$BUNDLE_NAME" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
-    '.schema == $schema and .name == $name and .pins_sha256 == $sha and .pins == $pins' "$dir/manifest.json" >/dev/null ||
-    { log "$dir: manifest does not match the pins in $VERSIONS_FILE"; return 1; }
-}
-
-# version_check DIR: unpack the archive; each binary must match its manifest
-# sha256, and its version output (where it has one) must contain the pin.
-version_check() {
-  local dir=$1 tmp rc=0 name path sha match args out
-  tmp=$(mktemp -d)
-  zstd -q -d -c --long=27 "$dir/$ARCHIVE" | tar -x -C "$tmp" || { rm -rf "$tmp"; log "cannot unpack $dir/$ARCHIVE"; return 1; }
-  # args last: IFS=tab collapses empty fields, and CNI plugins take no args.
-  while IFS=$'\t' read -r name path sha match args; do
-    if [[ $(sha256sum "$tmp/$path" 2>/dev/null | cut -d' ' -f1) != "$sha" ]]; then
-      echo "FAIL $name: $path missing from the archive or its sha256 differs from the manifest"
-      rc=1
-      continue
-    fi
-    # shellcheck disable=SC2086 # args is a word list from the manifest
-    out=$(cd "$tmp" && env -i PATH=/usr/bin:/bin HOME="$tmp" timeout 30 "./$path" $args 2>&1) || true
-    if [[ $out == *"$match"* ]]; then
-      echo "ok   $name: $(head -n1 <<<"$out")"
-    else
-      echo "FAIL $name $args: want '$match', got: $(head -n3 <<<"$out" | tr '\n' ' ')"
-      rc=1
-    fi
-  done < <(jq -r '.files[] | [.name, .path, .sha256, .version_match, (.version_args | join(" "))] | @tsv' "$dir/manifest.json")
-  rm -rf "$tmp"
-  return "$rc"
-}
+bundle_ok() { build_ok "$1" "$BUNDLE_NAME" "$VERSIONS_FILE"; }
 
 # ---------------------------------------------------------------- building
 
 setup_go_env() {
-  export GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build GOPATH=$CACHE_DIR/go/path
-  # -mod=mod lets `go build` complete the wrapper go.mod/go.sum; -modcacherw keeps the cache deletable.
-  export GOFLAGS="-mod=mod -modcacherw -buildvcs=false -trimpath"
-  export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GO111MODULE=on GOOS=linux GOARCH=$ARCH CGO_ENABLED=0
-  unset GOWORK GOBIN
-  mkdir -p "$GOMODCACHE" "$GOCACHE" "$GOPATH"
+  # -mod=mod lets `go build` complete the wrapper go.mod/go.sum.
+  go_build_env -mod=mod
 }
 
 # moddir MOD@VER: fetch a module from the proxy, print its source dir in the module cache.
@@ -304,24 +264,8 @@ build_crictl() {
 # 169 MiB per-file at the same level. Every Usernetes node image carries all of
 # them anyway; one binary still comes out with `zstd -dc ... | tar -x bin/NAME`.
 assemble() {
-  local out=$1 name rel comp ver match args epoch
-  mkdir -p "$out"
-  : >"$WORK/files.json"
-  while IFS=$'\t' read -r name rel comp ver match args; do
-    [[ -x $WORK/$rel ]] || die "built file $WORK/$rel missing"
-    jq -n --arg name "$name" --arg path "$rel" --arg comp "$comp" --arg ver "$ver" \
-      --arg match "$match" --arg args "$args" --arg sha "$(sha256sum "$WORK/$rel" | cut -d' ' -f1)" \
-      --argjson size "$(stat -c %s "$WORK/$rel")" \
-      '{name: $name, path: $path, component: $comp, version: $ver,
-        version_args: ($args | split(" ") | map(select(. != ""))), version_match: $match,
-        sha256: $sha, size: $size}' >>"$WORK/files.json"
-  done <"$WORK/files.tsv"
-  # Reproducible tar: sorted names (keeps the k8s binaries adjacent inside the
-  # zstd window), root owner, mtime = K8S_BUILD_DATE.
-  epoch=$(date -u -d "$K8S_BUILD_DATE" +%s)
-  cut -f2 "$WORK/files.tsv" | LC_ALL=C sort |
-    tar -C "$WORK" --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode=go-w --no-recursion -cf - -T - |
-    heavy zstd -q -T0 "-$ZSTD_LEVEL" --long=27 -o "$out/$ARCHIVE"
+  local out=$1
+  pack_files "$out" "$K8S_BUILD_DATE" --long=27
   jq -n --arg name "$BUNDLE_NAME" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
     --arg arch "$ARCH" --arg gov "$(go env GOVERSION)" --arg built "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg archive "$ARCHIVE" --argjson asize "$(stat -c %s "$out/$ARCHIVE")" --arg zlevel "$ZSTD_LEVEL" \
@@ -393,7 +337,7 @@ cmd_verify() {
   bundle_ok "$dir" || die "$dir does not verify"
   echo "checksums: ok ($(cut -d' ' -f3- "$dir/SHA256SUMS" | tr '\n' ' '))"
   echo "manifest: matches pins ($BUNDLE_NAME, versions.env sha256 ${PINS_SHA256:0:12})"
-  version_check "$dir" || die "version check failed for $dir"
+  archive_version_check "$dir" any || die "version check failed for $dir"
   echo "verify: ok $dir"
 }
 

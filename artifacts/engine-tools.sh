@@ -66,59 +66,15 @@ load_pins() {
 # ---------------------------------------------------------------- checking
 
 # tools_ok DIR: checksums verify and the manifest was built from exactly these pins.
-tools_ok() {
-  local dir=$1
-  [[ -f $dir/manifest.json && -f $dir/SHA256SUMS ]] || { log "$dir: no tools tarball (manifest.json/SHA256SUMS missing)"; return 1; }
-  (cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS >&2) || { log "$dir: checksum mismatch"; return 1; }
-  [[ $(sed -E 's/^[0-9a-f]{64} [ *]//' "$dir/SHA256SUMS" | sort | tr '\n' ' ') == "$ARCHIVE manifest.json " ]] ||
-    { log "$dir: SHA256SUMS does not cover exactly $ARCHIVE and manifest.json"; return 1; }
-  jq -e --arg name "$TOOLS_NAME" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
-    '.schema == $schema and .name == $name and .pins_sha256 == $sha and .pins == $pins' "$dir/manifest.json" >/dev/null ||
-    { log "$dir: manifest does not match the pins in $PINS_FILE"; return 1; }
-}
-
-# version_check DIR: unpack; every file must match its manifest sha256; binaries
-# must be static (no ELF interpreter) and print the pinned version.
-version_check() {
-  local dir=$1 tmp rc=0 name path sha match args out
-  tmp=$(mktemp -d)
-  zstd -q -d -c "$dir/$ARCHIVE" | tar -x -C "$tmp" || { rm -rf "$tmp"; log "cannot unpack $dir/$ARCHIVE"; return 1; }
-  while IFS=$'\t' read -r name path sha match args; do
-    if [[ $(sha256sum "$tmp/$path" 2>/dev/null | cut -d' ' -f1) != "$sha" ]]; then
-      echo "FAIL $name: $path missing from the archive or its sha256 differs from the manifest"
-      rc=1
-      continue
-    fi
-    [[ -z $match ]] && { echo "ok   $name: sha256 matches"; continue; }
-    if readelf -l "$tmp/$path" 2>/dev/null | grep -q 'Requesting program interpreter'; then
-      echo "FAIL $name: dynamically linked ($(readelf -l "$tmp/$path" | grep -o 'interpreter: [^]]*'))"
-      rc=1
-      continue
-    fi
-    # shellcheck disable=SC2086 # args is a word list from the manifest
-    out=$(cd "$tmp" && env -i PATH=/usr/bin:/bin HOME="$tmp" XDG_RUNTIME_DIR="$tmp" timeout 30 "./$path" $args 2>&1) || true
-    if [[ $out == *"$match"* ]]; then
-      echo "ok   $name: static, $(head -n1 <<<"$out")"
-    else
-      echo "FAIL $name $args: want '$match', got: $(head -n3 <<<"$out" | tr '\n' ' ')"
-      rc=1
-    fi
-  done < <(jq -r '.files[] | [.name, .path, .sha256, .version_match, (.version_args | join(" "))] | @tsv' "$dir/manifest.json")
-  rm -rf "$tmp"
-  return "$rc"
-}
+tools_ok() { build_ok "$1" "$TOOLS_NAME" "$PINS_FILE"; }
 
 # ---------------------------------------------------------------- building
 
 setup_go_env() {
-  export GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build GOPATH=$CACHE_DIR/go/path
   # -mod=readonly: each module builds with its own go.mod and go.sum, unchanged.
-  export GOFLAGS="-mod=readonly -modcacherw -buildvcs=false -trimpath"
-  export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GO111MODULE=on GOOS=linux GOARCH=$ARCH CGO_ENABLED=0
+  go_build_env -mod=readonly
   # nerdctl v2.2.0 is missing from the checksum database; NERDCTL_H1 checks it instead.
   export GONOSUMDB=${NERDCTL_MODULE%/v[0-9]*}
-  unset GOWORK GOBIN
-  mkdir -p "$GOMODCACHE" "$GOCACHE" "$GOPATH"
 }
 
 # fetch_source MOD VER H1 DEST: download MOD@VER from the proxy, refuse it unless
@@ -195,22 +151,8 @@ build_bypass4netns() {
 }
 
 assemble() {
-  local out=$1 name rel comp ver match args epoch
-  mkdir -p "$out"
-  : >"$WORK/files.json"
-  while IFS=$'\t' read -r name rel comp ver match args; do
-    [[ -x $WORK/$rel ]] || die "built file $WORK/$rel missing"
-    jq -n --arg name "$name" --arg path "$rel" --arg comp "$comp" --arg ver "$ver" \
-      --arg match "$match" --arg args "$args" --arg sha "$(sha256sum "$WORK/$rel" | cut -d' ' -f1)" \
-      --argjson size "$(stat -c %s "$WORK/$rel")" \
-      '{name: $name, path: $path, component: $comp, version: $ver,
-        version_args: ($args | split(" ") | map(select(. != ""))), version_match: $match,
-        sha256: $sha, size: $size}' >>"$WORK/files.json"
-  done <"$WORK/files.tsv"
-  epoch=$(date -u -d "$ENGINE_TOOLS_BUILD_DATE" +%s)
-  cut -f2 "$WORK/files.tsv" | LC_ALL=C sort |
-    tar -C "$WORK" --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode=go-w --no-recursion -cf - -T - |
-    heavy zstd -q -T0 "-$ZSTD_LEVEL" -o "$out/$ARCHIVE"
+  local out=$1
+  pack_files "$out" "$ENGINE_TOOLS_BUILD_DATE"
   jq -n --arg name "$TOOLS_NAME" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
     --arg arch "$ARCH" --arg gov "$(go env GOVERSION)" --arg built "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     --arg archive "$ARCHIVE" --argjson asize "$(stat -c %s "$out/$ARCHIVE")" --arg zlevel "$ZSTD_LEVEL" \
@@ -253,7 +195,7 @@ cmd_verify() {
   tools_ok "$dir" || die "$dir does not verify"
   echo "checksums: ok ($(cut -d' ' -f3- "$dir/SHA256SUMS" | tr '\n' ' '))"
   echo "manifest: matches pins ($TOOLS_NAME, engine-tools.env sha256 ${PINS_SHA256:0:12})"
-  version_check "$dir" || die "version check failed for $dir"
+  archive_version_check "$dir" static || die "version check failed for $dir"
   echo "verify: ok $dir"
 }
 

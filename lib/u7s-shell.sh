@@ -91,6 +91,91 @@ write_sums() {
   (cd "$1" && sha256sum "$ARCHIVE" manifest.json >SHA256SUMS)
 }
 
+# build_ok DIR NAME PINS_FILE: DIR's checksums verify, SHA256SUMS covers both files (a truncated
+# one would pass otherwise), and its manifest was built as NAME from exactly the pins of PINS_FILE
+# ($PINS_SHA256, $PINS_JSON). Prints the reason to stderr when not.
+build_ok() {
+  local dir=$1 name=$2 pins_file=$3
+  [[ -f $dir/manifest.json && -f $dir/SHA256SUMS ]] || { log "$dir: no build (manifest.json/SHA256SUMS missing)"; return 1; }
+  (cd "$dir" && sha256sum --quiet --strict -c SHA256SUMS >&2) || { log "$dir: checksum mismatch"; return 1; }
+  [[ $(sed -E 's/^[0-9a-f]{64} [ *]//' "$dir/SHA256SUMS" | sort | tr '\n' ' ') == "$ARCHIVE manifest.json " ]] ||
+    { log "$dir: SHA256SUMS does not cover exactly $ARCHIVE and manifest.json"; return 1; }
+  jq -e --arg name "$name" --arg sha "$PINS_SHA256" --argjson pins "$PINS_JSON" --argjson schema "$MANIFEST_SCHEMA" \
+    '.schema == $schema and .name == $name and .pins_sha256 == $sha and .pins == $pins' "$dir/manifest.json" >/dev/null ||
+    { log "$dir: manifest does not match the pins in $pins_file"; return 1; }
+}
+
+# go_build_env MODFLAG: Go's caches under $CACHE_DIR/go, reproducible flags (MODFLAG is -mod=...),
+# the local toolchain unless GOTOOLCHAIN says otherwise, linux/$ARCH, cgo off (a build turns it on).
+go_build_env() {
+  export GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build GOPATH=$CACHE_DIR/go/path
+  export GOFLAGS="$1 -modcacherw -buildvcs=false -trimpath"
+  export GOTOOLCHAIN=${GOTOOLCHAIN:-local} GO111MODULE=on GOOS=linux GOARCH=$ARCH CGO_ENABLED=0
+  unset GOWORK GOBIN
+  mkdir -p "$GOMODCACHE" "$GOCACHE" "$GOPATH"
+}
+
+# archive_version_check DIR LINKING: unpack DIR/$ARCHIVE; every file of the manifest must match its
+# sha256, and each with a version_match must print it (run with its version_args and an empty
+# environment); with LINKING "static", such a binary must also have no ELF interpreter.
+archive_version_check() {
+  local dir=$1 linking=$2 tmp rc=0 name path sha match args out how
+  tmp=$(mktemp -d)
+  zstd -q -d -c --long=27 "$dir/$ARCHIVE" | tar -x -C "$tmp" || { rm -rf "$tmp"; log "cannot unpack $dir/$ARCHIVE"; return 1; }
+  # args last: IFS=tab collapses empty fields, and some binaries take no args.
+  while IFS=$'\t' read -r name path sha match args; do
+    if [[ $(sha256sum "$tmp/$path" 2>/dev/null | cut -d' ' -f1) != "$sha" ]]; then
+      echo "FAIL $name: $path missing from the archive or its sha256 differs from the manifest"
+      rc=1
+      continue
+    fi
+    [[ -n $match ]] || { echo "ok   $name: sha256 matches"; continue; }
+    how=""
+    if [[ $linking == static ]]; then
+      if readelf -l "$tmp/$path" 2>/dev/null | grep -q 'Requesting program interpreter'; then
+        echo "FAIL $name: dynamically linked ($(readelf -l "$tmp/$path" | grep -o 'interpreter: [^]]*'))"
+        rc=1
+        continue
+      fi
+      how="static, "
+    fi
+    # shellcheck disable=SC2086 # args is a word list from the manifest
+    out=$(cd "$tmp" && env -i PATH=/usr/bin:/bin HOME="$tmp" XDG_RUNTIME_DIR="$tmp" timeout 30 "./$path" $args 2>&1) || true
+    if [[ $out == *"$match"* ]]; then
+      echo "ok   $name: $how$(head -n1 <<<"$out")"
+    else
+      echo "FAIL $name $args: want '$match', got: $(head -n3 <<<"$out" | tr '\n' ' ')"
+      rc=1
+    fi
+  done < <(jq -r '.files[] | [.name, .path, .sha256, .version_match, (.version_args | join(" "))] | @tsv' "$dir/manifest.json")
+  rm -rf "$tmp"
+  return "$rc"
+}
+
+# pack_files OUT DATE [ZSTD_OPTION...]: the files of $WORK/files.tsv (add_file's lines) described in
+# $WORK/files.json (for the manifest) and packed into OUT/$ARCHIVE: a reproducible tar (sorted
+# names, which keeps related binaries adjacent inside zstd's window; root owner; mtime DATE), zstd at
+# $ZSTD_LEVEL.
+pack_files() {
+  local out=$1 date=$2 name rel comp ver match args epoch
+  shift 2
+  mkdir -p "$out"
+  : >"$WORK/files.json"
+  while IFS=$'\t' read -r name rel comp ver match args; do
+    [[ -x $WORK/$rel ]] || die "built file $WORK/$rel missing"
+    jq -n --arg name "$name" --arg path "$rel" --arg comp "$comp" --arg ver "$ver" \
+      --arg match "$match" --arg args "$args" --arg sha "$(sha256sum "$WORK/$rel" | cut -d' ' -f1)" \
+      --argjson size "$(stat -c %s "$WORK/$rel")" \
+      '{name: $name, path: $path, component: $comp, version: $ver,
+        version_args: ($args | split(" ") | map(select(. != ""))), version_match: $match,
+        sha256: $sha, size: $size}' >>"$WORK/files.json"
+  done <"$WORK/files.tsv"
+  epoch=$(date -u -d "$date" +%s)
+  cut -f2 "$WORK/files.tsv" | LC_ALL=C sort |
+    tar -C "$WORK" --owner=0 --group=0 --numeric-owner --mtime="@$epoch" --mode=go-w --no-recursion -cf - -T - |
+    heavy zstd -q -T0 "-$ZSTD_LEVEL" "$@" -o "$out/$ARCHIVE"
+}
+
 # finish_build OUT DEST NAME CHECK T0: the manifest in OUT gets the last step's time (assemble
 # wrote it before that step ended) as build_seconds.compress and the total since T0, then the
 # checksums; CHECK OUT must pass; OUT replaces DEST, and WORK goes (unless U7S_KEEP_WORK=1).
