@@ -102,6 +102,21 @@ DOCKER_SCENARIO_ONLY = pytest.mark.skipif(
     reason="lifecycle bring-ups run in the default (Docker) scenario only; the podman-nerdctl scenario runs the upgrade")
 
 
+def bypass4netns_expected(host, variables: dict) -> bool:
+    """Whether the host's node runs with bypass4netns: nerdctl, u7s_bypass4netns not false (auto is the
+    default) and Linux 5.9 or later (the settings check's rule, module_utils/bypass4netns.py)."""
+    release = host.check_output("uname -r")
+    return (variables.get("u7s_engine", "docker") == "nerdctl"
+            and variables.get("u7s_bypass4netns", "auto") not in (False, "false")
+            and tuple(int(part) for part in release.split(".")[:2]) >= (5, 9))
+
+
+def bypass4netns_log(host, user: str) -> str:
+    """The log of the node's bypass4netns (nerdctl keeps it in the container's state directory)."""
+    return host.run(
+        f"sudo sh -c 'cat {host.user(user).home}/.local/share/nerdctl/*/containers/default/*/bypass4netns.log'").stdout
+
+
 def control_plane_hosts() -> list[str]:
     """The scenario's control-plane hosts (none outside molecule)."""
     if "MOLECULE_INVENTORY_FILE" not in os.environ:

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from cluster_helpers import bypass4netns_expected, bypass4netns_log
 
 PUBLISHED_PORT = 18080
 
@@ -117,9 +118,8 @@ def test_nerdctl_node_runs_with_bypass4netns(host, engine, as_user, hostvars):
     annotations)."""
     if engine != "nerdctl":
         pytest.skip("bypass4netns is nerdctl's")
-    release = host.check_output("uname -r")
-    if tuple(int(part) for part in release.split(".")[:2]) < (5, 9) or hostvars.get("u7s_bypass4netns", "auto") in (False, "false"):
-        pytest.skip(f"bypass4netns is off here (kernel {release})")
+    if not bypass4netns_expected(host, hostvars):
+        pytest.skip(f"bypass4netns is off here (kernel {host.check_output('uname -r')})")
     for check in ("is-active", "is-enabled"):
         state = as_user(f"systemctl --user {check} bypass4netnsd.service")
         assert state.stdout.strip() in ("active", "enabled"), state.stderr
@@ -135,11 +135,11 @@ def test_nerdctl_node_runs_with_bypass4netns(host, engine, as_user, hostvars):
     # accelerates: the kubelet's connection to the API server (a host address) got a host socket.
     user = hostvars.get("u7s_user", "u7s")
     assert host.run("pgrep -u %s -x bypass4netns" % user).rc == 0
-    log = host.run(f"sudo sh -c 'cat {host.user(user).home}/.local/share/nerdctl/*/containers/default/*/bypass4netns.log'")
-    assert re.search(r"bypassed connect socket destAddr=[0-9.]+:6443", log.stdout), log.stdout[-2000:]
+    log = bypass4netns_log(host, user)
+    assert re.search(r"bypassed connect socket destAddr=[0-9.]+:6443", log), log[-2000:]
     # None of its handlers died or spun (the patched bypass4netns, artifacts/patches/).
-    assert "level=fatal" not in log.stdout
-    assert log.stdout.count("Error in NotifReceive") < 100
+    assert "level=fatal" not in log
+    assert log.count("Error in NotifReceive") < 100
 
 
 def test_published_port_reachable_from_the_other_host(host, engine, as_user, hostvars, other_host):

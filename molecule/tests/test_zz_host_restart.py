@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 import testinfra
-from cluster_helpers import NAMESPACE, run_pod, wait_for
+from cluster_helpers import NAMESPACE, bypass4netns_expected, bypass4netns_log, run_pod, wait_for
 from testinfra.utils.ansible_runner import AnsibleRunner
 
 client = pytest.importorskip("kubernetes.client", reason="the kubernetes Python library is a controller requirement")
@@ -28,9 +28,8 @@ def ready(core, node: str) -> bool:
 
 def bypassed_since(host, user: str, since: datetime.datetime) -> list[str]:
     """The node's bypass4netns log lines of connect(2)s it bypassed at or after SINCE."""
-    lines = host.run(f"sudo sh -c 'cat {host.user(user).home}/.local/share/nerdctl/*/containers/default/*/bypass4netns.log'").stdout
     found = []
-    for line in lines.splitlines():
+    for line in bypass4netns_log(host, user).splitlines():
         if "bypassed connect socket" not in line or not line.startswith('time="'):
             continue
         stamp = datetime.datetime.fromisoformat(line[6:line.index('"', 6)].replace("Z", "+00:00"))
@@ -68,8 +67,7 @@ def test_a_restarted_worker_comes_back(core, busybox_image):
     wait_for("tx checksum offload off on the new flannel.1", lambda: "tx-checksum-ip-generic: off" in host.run(
         f"sudo -H -u {user} env {env} sh -c 'cd ~ && {engine} exec u7s-node ethtool --show-offload flannel.1'").stdout)
 
-    if engine == "nerdctl" and worker_vars.get("u7s_bypass4netns", "auto") not in (False, "false") and (
-            tuple(int(part) for part in host.check_output("uname -r").split(".")[:2]) >= (5, 9)):
+    if bypass4netns_expected(host, worker_vars):
         # Acceleration survives the restart: the daemon started a new bypass4netns for the node,
         # which hands the node's kubelet a host socket for the API server again.
         wait_for("a bypass4netns for the node again, bypassing a connect(2) since the restart",
