@@ -61,7 +61,7 @@ artifacts-previous: deps
 	$(PREVIOUS_PINS) artifacts/images.sh verify
 
 # The nerdctl engine's own binaries (artifacts/engine-tools.sh: nerdctl, bypass4netns with our
-# patch, nerdctl's rootless scripts; cached by artifacts/engine-tools.env), for the podman-nerdctl
+# patch, nerdctl's rootless scripts; cached by artifacts/engine-tools.env), for the podman-nerdctl, ha
 # and nerdctl scenarios.
 .PHONY: engine-tools engine-tools-deps
 engine-tools: engine-tools-deps
@@ -114,18 +114,19 @@ integration: venv deps artifacts-previous artifacts engine-tools-deps
 	@# The node image test (tests/integration/test_node_image.py) fails instead of skipping:
 	@# the images were just built.
 	mkdir -p .build; artifacts/engine-tools.sh build >$(ENGINE_TOOLS_LOG) 2>&1 & tools=$$!; \
-	rc=0; { U7S_REQUIRE_IMAGES=1 pytest -q tests/integration && molecule test --scenario-name default; } || rc=$$?; \
+	rc=0; { U7S_REQUIRE_IMAGES=1 pytest -q tests/integration && tests/molecule-test.sh default; } || rc=$$?; \
 	wait $$tools || { echo "artifacts/engine-tools.sh build failed:"; cat $(ENGINE_TOOLS_LOG); exit 1; }; exit $$rc
 	artifacts/engine-tools.sh verify
-	molecule test --scenario-name podman-nerdctl
-	molecule test --scenario-name ha
+	tests/molecule-test.sh podman-nerdctl
+	tests/molecule-test.sh ha
 
 # The nerdctl-only scenario (molecule/nerdctl: a nerdctl control plane as well). Not in `make test`
-# (CI's time budget): there nerdctl runs on the podman-nerdctl scenario's worker.
+# (CI's time budget): there nerdctl runs on the podman-nerdctl scenario's worker and the ha scenario's
+# third control plane.
 .PHONY: integration-nerdctl
 integration-nerdctl: venv deps artifacts engine-tools
 	$(TESTBED) image
-	molecule test --scenario-name nerdctl
+	tests/molecule-test.sh nerdctl
 
 .PHONY: test
 test: units lint sanity build integration

@@ -95,11 +95,11 @@ def scenario_engines() -> set[str]:
 
 
 # The lifecycle checks that bring the cluster up again (adding and removing a node, reset) run once,
-# in the default scenario (Docker): the podman-nerdctl scenario spends its time on the upgrade instead
-# (CI's time budget); they are reported as skipped there, not passed.
+# in the default scenario (Docker): the podman-nerdctl scenario checks its engines' nodes and the ha
+# scenario runs the upgrade on every engine (CI's time budget); they are reported as skipped there, not passed.
 DOCKER_SCENARIO_ONLY = pytest.mark.skipif(
     "MOLECULE_INVENTORY_FILE" in os.environ and scenario_engines() != {"docker"},
-    reason="lifecycle bring-ups run in the default (Docker) scenario only; the podman-nerdctl scenario runs the upgrade")
+    reason="lifecycle bring-ups run in the default (Docker) scenario only (CI's time budget)")
 
 
 def bypass4netns_expected(host, variables: dict) -> bool:

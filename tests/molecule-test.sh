@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `molecule test -s SCENARIO` with its whole output kept in .build/logs/molecule-SCENARIO.log and,
+# when it fails, the checks that failed printed last: CI shows only the end of a run's output,
+# which is otherwise molecule's destroy step and recap.
+set -euo pipefail
+scenario=${1:?usage: tests/molecule-test.sh SCENARIO}
+cd "$(dirname "$0")/.."
+mkdir -p .build/logs
+log=.build/logs/molecule-$scenario.log
+started=$SECONDS
+rc=0
+molecule test --scenario-name "$scenario" 2>&1 | tee "$log" || rc=$?
+echo "molecule test -s $scenario: rc $rc in $((SECONDS - started)) s (whole output: $log)"
+if [ "$rc" -ne 0 ]; then
+    # Without colour and molecule's box frame: pytest's summary of what failed, else the failed tasks.
+    plain=$(sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *[│|] \{0,1\}//' "$log")
+    summary=$(sed -n '/short test summary info/,/ passed\| failed\| error/p' <<<"$plain")
+    echo "---- what failed in scenario $scenario ----"
+    if [ -n "$summary" ]; then
+        # The assertions' own lines (pytest's "E" lines), then the summary.
+        grep -E '^E ' <<<"$plain" | cut -c1-300 | tail -40 || true
+        echo "$summary"
+    else
+        grep -E -A12 '^(fatal|failed):|FAILED!' <<<"$plain" | tail -60 || true
+    fi
+fi
+exit "$rc"
