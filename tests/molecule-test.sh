@@ -13,7 +13,8 @@ molecule test --scenario-name "$scenario" 2>&1 | tee "$log" || rc=$?
 echo "molecule test -s $scenario: rc $rc in $((SECONDS - started)) s (whole output: $log)"
 if [ "$rc" -ne 0 ]; then
     # Without colour and molecule's box frame: pytest's summary of what failed, else the failed tasks.
-    plain=$(sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *[│|] \{0,1\}//' "$log")
+    # (The frame is matched as a string, not in a bracket: it is 3 bytes wherever no UTF-8 locale is set.)
+    plain=$(sed -E -e 's/\x1b\[[0-9;]*m//g' -e 's/^ *(│|\|) ?//' "$log")
     summary=$(sed -n '/short test summary info/,/ passed\| failed\| error/p' <<<"$plain")
     echo "---- what failed in scenario $scenario ----"
     if [ -n "$summary" ]; then
