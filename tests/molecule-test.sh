@@ -9,7 +9,9 @@ mkdir -p .build/logs
 log=.build/logs/molecule-$scenario.log
 started=$SECONDS
 rc=0
-molecule test --scenario-name "$scenario" 2>&1 | tee "$log" || rc=$?
+# Wide lines: molecule and pytest wrap at the terminal's width, which would split a failed task's
+# message over lines that the summary below cannot find.
+COLUMNS=${U7S_MOLECULE_COLUMNS:-400} molecule test --scenario-name "$scenario" 2>&1 | tee "$log" || rc=$?
 echo "molecule test -s $scenario: rc $rc in $((SECONDS - started)) s (whole output: $log)"
 if [ "$rc" -ne 0 ]; then
     # Without colour and molecule's box frame: pytest's summary of what failed, else the failed tasks.
@@ -18,8 +20,9 @@ if [ "$rc" -ne 0 ]; then
     summary=$(sed -n '/short test summary info/,/ passed\| failed\| error/p' <<<"$plain")
     echo "---- what failed in scenario $scenario ----"
     if [ -n "$summary" ]; then
-        # The assertions' own lines (pytest's "E" lines), then the summary.
-        grep -E '^E ' <<<"$plain" | cut -c1-300 | tail -40 || true
+        # The assertions and the failed tasks (once each), then pytest's summary.
+        grep -E '^E +(assert |AssertionError|Failed:)|fatal: \[|FAILED! =>' <<<"$plain" | cut -c1-1500 \
+            | awk '!seen[$0]++' | tail -20 || true
         echo "$summary"
     else
         grep -E -A12 '^(fatal|failed):|FAILED!' <<<"$plain" | tail -60 || true

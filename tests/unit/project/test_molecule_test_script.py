@@ -12,6 +12,9 @@ REPO = Path(__file__).resolve().parents[3]
 FAILED_RUN = r"""
 printf '  \033[2m\342\224\202\033[0m ../tests/test_x.py::test_a FAILED\n'
 printf '  \033[2m\342\224\202\033[0m E   assert 1 == 2\n'
+printf '  \033[2m\342\224\202\033[0m E         TASK [u7s.cluster.node : Run the node container]\n'
+printf '  \033[2m\342\224\202\033[0m E         fatal: [host3]: FAILED! => {"stderr": "port is already allocated"}\n'
+printf '  \033[2m\342\224\202\033[0m E         fatal: [host3]: FAILED! => {"stderr": "port is already allocated"}\n'
 printf '  \033[2m\342\224\202\033[0m ======== short test summary info ========\n'
 printf '  \033[2m\342\224\202\033[0m FAILED ../tests/test_x.py::test_a - assert 1 == 2\n'
 printf '  \033[2m\342\224\202\033[0m ======== 1 failed, 3 passed in 2.00s ========\n'
@@ -42,7 +45,9 @@ def test_a_failed_check_is_printed_last(tmp_path):
     result = run(tmp_path, FAILED_RUN)
     assert result.returncode == 1
     tail = result.stdout[result.stdout.index("---- what failed in scenario x ----"):].splitlines()
-    assert tail[1:] == ["E   assert 1 == 2", "======== short test summary info ========",
+    assert tail[1:] == ["E   assert 1 == 2",
+                        'E         fatal: [host3]: FAILED! => {"stderr": "port is already allocated"}',
+                        "======== short test summary info ========",
                         "FAILED ../tests/test_x.py::test_a - assert 1 == 2",
                         "======== 1 failed, 3 passed in 2.00s ========"]
     assert (tmp_path / ".build/logs/molecule-x.log").read_text().count("test_a") == 2
