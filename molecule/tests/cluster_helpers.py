@@ -146,8 +146,15 @@ def scenario_kubernetes_version() -> str:
 
 # What hosts.yml writes on each host and a default reset keeps (u7s_reset_hosts=false).
 HOST_FILES_KEPT = ["/etc/systemd/system/user@.service.d/delegate.conf", "/etc/modules-load.d/u7s.conf",
-                   "/etc/sysctl.d/99-u7s.conf", "/var/lib/systemd/linger/{user}", "/var/lib/u7s/host_prereqs/{user}.json",
-                   "{home}/.config/systemd/user/docker.service"]
+                   "/etc/sysctl.d/99-u7s.conf", "/var/lib/systemd/linger/{user}", "/var/lib/u7s/host_prereqs/{user}.json"]
+# Each engine's user unit that hosts.yml writes or enables, and how systemd reports it kept:
+# rootless_runtime's configure-<engine>.yml (Podman runs no daemon; its restart unit is enabled).
+ENGINE_UNIT_KEPT = {
+    "docker": ("{home}/.config/systemd/user/docker.service", "is-active docker.service", "active"),
+    "nerdctl": ("{home}/.config/systemd/user/containerd.service", "is-active containerd.service", "active"),
+    "podman": ("{home}/.config/systemd/user/default.target.wants/podman-restart.service",
+               "is-enabled podman-restart.service", "enabled"),
+}
 # What the node, kubeadm and firewall roles write and every reset removes.
 NODE_FILES_GONE = ["{home}/.local/state/u7s/node.json", "{home}/.config/u7s/node", "{home}/.local/bin/kubectl",
                    "/etc/u7s/firewall-{user}.nft", "/etc/systemd/system/u7s-firewall-{user}.service"]
@@ -192,12 +199,12 @@ class Host:
                              "volumes": [n for n in self.names("volumes") if n.startswith("u7s-node")],
                              "networks": [n for n in self.names("networks") if n == "u7s-node"]},
             "images": [n for n in self.names("images") if n.startswith("localhost/u7s/node:")],
-            "kept": {path: self.exists(self.path(path)) for path in HOST_FILES_KEPT},
+            "kept": {path: self.exists(self.path(path)) for path in HOST_FILES_KEPT + [ENGINE_UNIT_KEPT[self.engine][0]]},
             "gone": {path: self.exists(self.path(path)) for path in NODE_FILES_GONE},
             "firewall_table": self.host.run(f"sudo nft list table inet u7s_{self.user}").rc == 0,
             "subuid": self.host.run("cat /etc/subuid").stdout,
             "subgid": self.host.run("cat /etc/subgid").stdout,
-            "engine_active": self.as_user(f"systemctl --user is-active {self.engine}").stdout.strip(),
+            "engine_unit": self.as_user(f"systemctl --user {ENGINE_UNIT_KEPT[self.engine][1]}").stdout.strip(),
         }
 
 
@@ -208,5 +215,5 @@ def assert_no_node_left(host: Host) -> None:
     assert not found["firewall_table"], host.name
     # A default reset keeps what hosts.yml made: the prerequisites, the engine and the node image.
     assert all(found["kept"].values()), (host.name, found["kept"])
-    assert found["engine_active"] == "active", host.name
+    assert found["engine_unit"] == ENGINE_UNIT_KEPT[host.engine][2], (host.name, host.engine, found["engine_unit"])
     assert found["images"], (host.name, "the node image stays without u7s_reset_node_image")
